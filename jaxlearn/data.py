@@ -1,0 +1,288 @@
+"""Datasets and device-resident batching.
+
+* Fashion-MNIST through tensorflow-datasets (offline: point ``JAXLEARN_FASHION_MNIST_DIR`` at the four
+  official IDX ``.gz`` files; they are checked before tfds sees them, so a bad file is named).
+* makemore's names (Karpathy, makemore part 3): vocabulary, context windows, the lecture's 80/10/10 split.
+* :class:`ArrayDataset` / :class:`DataLoaders`: the whole dataset lives on the device; an epoch is a matrix of
+  example indices that the compiled step gathers from, so no batch is ever copied from the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import random
+import struct
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FASHION_MNIST_ENV = "JAXLEARN_FASHION_MNIST_DIR"
+NAMES_ENV = "JAXLEARN_NAMES_PATH"
+CACHE_ENV = "JAXLEARN_CACHE_DIR"
+NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+# (file name, IDX magic number, dims after the count) for each split's images and labels.
+_FASHION_FILES = {
+    "train": (("train-images-idx3-ubyte.gz", 2051, (28, 28)), ("train-labels-idx1-ubyte.gz", 2049, ())),
+    "test": (("t10k-images-idx3-ubyte.gz", 2051, (28, 28)), ("t10k-labels-idx1-ubyte.gz", 2049, ())),
+}
+_FASHION_COUNTS = {"train": 60_000, "test": 10_000}
+
+
+class DataFileError(ValueError):
+    """A data file is missing, unreadable or not what it should be; the message names the file."""
+
+
+def cache_dir() -> Path:
+    """Where downloads and the prepared tfds data go: ``$JAXLEARN_CACHE_DIR`` or ``~/.cache/jaxlearn``."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "jaxlearn"))
+
+
+# ---------------------------------------------------------------------------------------------- IDX files
+
+def read_idx(path: str | os.PathLike, magic: int, dims: tuple[int, ...], count: int) -> np.ndarray:
+    """Read and check one gzipped IDX file (LeCun's format: big-endian magic, counts, then uint8 data)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"missing data file {path}: expected the official Fashion-MNIST IDX file; "
+                            f"set {FASHION_MNIST_ENV} to the folder holding the four .gz files")
+    n_dims = 1 + len(dims)
+    expected_header = (magic, count, *dims)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataFileError(f"corrupt data file {path}: not a readable gzip stream ({e}); "
+                            f"expected a gzipped IDX file with header {expected_header}") from e
+    header_len = 4 * (1 + n_dims)
+    if len(raw) < header_len:
+        raise DataFileError(f"corrupt data file {path}: {len(raw)} bytes, too short for an IDX header "
+                            f"{expected_header}")
+    header = struct.unpack(f">{1 + n_dims}I", raw[:header_len])
+    if header != expected_header:
+        raise DataFileError(f"wrong data file {path}: IDX header (magic, count, dims) is {header}, "
+                            f"expected {expected_header}")
+    body = np.frombuffer(raw, dtype=np.uint8, offset=header_len)
+    if body.size != count * int(np.prod(dims, dtype=int)):
+        raise DataFileError(f"corrupt data file {path}: {body.size} data bytes, expected "
+                            f"{count} x {dims} = {count * int(np.prod(dims, dtype=int))}")
+    return body.reshape(count, *dims)
+
+
+def check_fashion_mnist_dir(manual_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Validate the four IDX files in ``manual_dir``; returns ``{split: (images NHWC uint8, labels int32)}``."""
+    splits = {}
+    for split, ((img_name, img_magic, img_dims), (lbl_name, lbl_magic, _)) in _FASHION_FILES.items():
+        n = _FASHION_COUNTS[split]
+        images = read_idx(Path(manual_dir) / img_name, img_magic, img_dims, n)
+        labels = read_idx(Path(manual_dir) / lbl_name, lbl_magic, (), n)
+        if labels.max() > 9:
+            raise DataFileError(f"corrupt data file {Path(manual_dir) / lbl_name}: label {labels.max()} "
+                                f"outside 0..9")
+        splits[split] = (images[..., None], labels.astype(np.int32))
+    return splits
+
+
+def fashion_mnist(manual_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+                  use_tfds: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fashion-MNIST as ``{'train': (x, y), 'test': (x, y)}``: x uint8 (N, 28, 28, 1), y int32 (N,).
+
+    Goes through ``tfds.builder('fashion_mnist')``. ``manual_dir`` (or ``$JAXLEARN_FASHION_MNIST_DIR``)
+    holds the official IDX files for offline machines; without it tfds downloads as usual. The prepared
+    dataset is cached under ``data_dir`` (default ``cache_dir()/tfds``). ``use_tfds=False`` (or a machine
+    without tensorflow-datasets) reads the checked IDX files directly.
+    """
+    manual_dir = manual_dir or os.environ.get(FASHION_MNIST_ENV)
+    checked = check_fashion_mnist_dir(manual_dir) if manual_dir else None
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        tfds = None
+    if not use_tfds or tfds is None:
+        if checked is None:
+            raise DataFileError(f"tensorflow-datasets is not installed and {FASHION_MNIST_ENV} is not set: "
+                                "point it at the folder holding the four Fashion-MNIST .gz files")
+        return checked
+    builder = tfds.builder("fashion_mnist", data_dir=str(data_dir or cache_dir() / "tfds"))
+    download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if manual_dir else None
+    builder.download_and_prepare(download_config=download_config)
+    out = {}
+    for split in ("train", "test"):
+        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        out[split] = (np.asarray(arrays["image"], np.uint8), np.asarray(arrays["label"], np.int32))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ names
+
+def load_names(path: str | os.PathLike | None = None) -> list[str]:
+    """makemore's 32,033 names: from ``path``, ``$JAXLEARN_NAMES_PATH``, or downloaded once to the cache."""
+    path = path or os.environ.get(NAMES_ENV)
+    if path is None:
+        path = cache_dir() / "names.txt"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            urllib.request.urlretrieve(NAMES_URL, tmp)
+            tmp.rename(path)  # a broken download never leaves a half file under the real name
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"missing data file {path}: expected makemore's names.txt (one name per line); "
+                            f"set {NAMES_ENV} to its path")
+    words = path.read_text(encoding="utf-8").split()
+    bad = next((w for w in words if not w.isascii() or not w.isalpha() or not w.islower()), None)
+    if not words or bad is not None:
+        raise DataFileError(f"corrupt data file {path}: expected lowercase a-z names one per line, "
+                            f"found {bad!r}" if words else f"corrupt data file {path}: it holds no names")
+    return words
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Characters ↔ integers; '.' (0) marks both the start and the end of a name."""
+    itos: tuple[str, ...]
+
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> "Vocab":
+        return cls((".",) + tuple(sorted(set("".join(words)))))
+
+    @property
+    def stoi(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, word: str) -> list[int]:
+        stoi = self.stoi
+        return [stoi[c] for c in word]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.itos[i] for i in ids)
+
+
+def context_windows(words: Sequence[str], vocab: Vocab, block_size: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Every (previous ``block_size`` characters → next character) pair, left-padded with '.' (makemore)."""
+    xs, ys = [], []
+    stoi = vocab.stoi
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            ix = stoi[ch]
+            xs.append(context)
+            ys.append(ix)
+            context = context[1:] + [ix]
+    return np.array(xs, dtype=np.int32).reshape(-1, block_size), np.array(ys, dtype=np.int32)
+
+
+def names_splits(words: Sequence[str], block_size: int = 3, seed: int = 42
+                 ) -> tuple[Vocab, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The lecture's split: ``random.seed(42); random.shuffle(words)``, then 80% / 10% / 10% of the words.
+
+    With the 32,033 names and block_size 3 this gives 182,625 / 22,655 / 22,866 examples.
+    """
+    vocab = Vocab.from_words(words)
+    words = list(words)
+    random.Random(seed).shuffle(words)  # same sequence as the lecture's global random.seed(42)
+    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
+    parts = {"train": words[:n1], "valid": words[n1:n2], "test": words[n2:]}
+    return vocab, {k: context_windows(v, vocab, block_size) for k, v in parts.items()}
+
+
+# -------------------------------------------------------------------------------------------- batching
+
+def to_float(x: jax.Array) -> jax.Array:
+    """uint8 pixels → float32 in [0, 1]; other dtypes pass through (e.g. makemore's token ids)."""
+    return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
+
+
+def normalize(mean: float | jax.Array, std: float | jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """The input-normalization transform ``(x - mean) / std`` (lesson 17: Fashion-MNIST 0.28 / 0.35)."""
+    if np.any(np.asarray(std) <= 0):
+        raise ValueError(f"normalize: std must be positive, got {std}")
+    return lambda x: (x - mean) / std
+
+
+@dataclass
+class ArrayDataset:
+    """A dataset held on the device, batched by index matrices that the compiled step gathers from.
+
+    ``epoch_indices(epoch)`` returns ``(idx, weight)`` of shape (n_batches, batch_size): with
+    ``drop_last=False`` the last batch is padded with index 0 and weight 0, so every example is seen exactly
+    once with weight 1 and every batch has one static shape (no recompilation for a ragged last batch).
+    """
+    x: jax.Array
+    y: jax.Array
+    batch_size: int
+    shuffle: bool = False
+    drop_last: bool = False
+    seed: int = 0
+    transform: Callable[[jax.Array], jax.Array] = field(default=to_float)
+
+    def __post_init__(self):
+        if len(self.x) != len(self.y):
+            raise ValueError(f"x has {len(self.x)} examples but y has {len(self.y)}")
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.batch_size > len(self.x):
+            raise ValueError(f"batch_size {self.batch_size} is larger than the dataset ({len(self.x)} examples)")
+        self.x, self.y = jnp.asarray(self.x), jnp.asarray(self.y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def n_batches(self) -> int:
+        n, bs = len(self), self.batch_size
+        return n // bs if self.drop_last else -(-n // bs)
+
+    def epoch_indices(self, epoch: int) -> tuple[jax.Array, jax.Array]:
+        return _epoch_indices(len(self), self.batch_size, self.n_batches, self.shuffle, self.seed, epoch)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _epoch_indices(n: int, bs: int, n_batches: int, shuffle: bool, seed: int | jax.Array, epoch: int | jax.Array):
+    order = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), n) if shuffle \
+        else jnp.arange(n)
+    pad = n_batches * bs - n
+    if pad >= 0:
+        idx = jnp.concatenate([order, jnp.zeros(pad, order.dtype)])
+        weight = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
+    else:  # drop_last: the examples past the last whole batch are skipped this epoch
+        idx, weight = order[:n_batches * bs], jnp.ones(n_batches * bs, jnp.float32)
+    return idx.reshape(n_batches, bs), weight.reshape(n_batches, bs)
+
+
+@dataclass
+class DataLoaders:
+    """The training and validation datasets of a fit (miniai's ``DataLoaders``)."""
+    train: ArrayDataset
+    valid: ArrayDataset
+
+    @classmethod
+    def from_arrays(cls, train: tuple, valid: tuple, batch_size: int, valid_batch_size: int | None = None,
+                    seed: int = 0, drop_last: bool = False,
+                    transform: Callable[[jax.Array], jax.Array] = to_float) -> "DataLoaders":
+        return cls(ArrayDataset(*train, batch_size, shuffle=True, drop_last=drop_last, seed=seed,
+                                transform=transform),
+                   ArrayDataset(*valid, min(valid_batch_size or 2 * batch_size, len(valid[0])),
+                                transform=transform))
+
+
+def fashion_mnist_loaders(batch_size: int = 256, seed: int = 0, manual_dir=None, drop_last: bool = False,
+                          n_train: int | None = None) -> DataLoaders:
+    """Fashion-MNIST train / test as :class:`DataLoaders` (``n_train`` takes a prefix, for quick runs)."""
+    splits = fashion_mnist(manual_dir)
+    x, y = splits["train"]
+    if n_train is not None:
+        x, y = x[:n_train], y[:n_train]
+    return DataLoaders.from_arrays((x, y), splits["test"], batch_size, seed=seed, drop_last=drop_last)
