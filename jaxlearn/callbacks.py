@@ -6,6 +6,7 @@ epoch or of the fit), so callbacks never stall the asynchronous dispatch of comp
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn.learner import CancelFitException, Callback, Learner
+import flax.linen as nn
+
+from jaxlearn.learner import CancelEpochException, CancelFitException, Callback, Learner, StepContext
+from jaxlearn.stats import N_BINS, module_filter, summarize
 
 __all__ = ["Callback", "MetricsCB", "ProgressCB", "SingleBatchCB", "BatchTransformCB", "ParamSchedulerCB",
-           "RecorderCB"]
+           "RecorderCB", "ActivationStats", "LRFinderCB", "lr_find"]
 
 
 class MetricsCB(Callback):
@@ -159,3 +163,102 @@ class RecorderCB(Callback):
     def plot(self, path: str | Path | None = None):
         from jaxlearn.plots import plot_series
         return plot_series(self.recs, xlabel="training call", path=path)
+
+
+class ActivationStats(Callback):
+    """miniai's ``ActivationStats``, computed inside the compiled step from flax's intermediates collection.
+
+    ``ActivationStats(GeneralRelu)`` follows every GeneralRelu; ``names=`` picks modules by name. Per
+    layer and training batch it keeps mean, std, a 40-bin |x| histogram on [0, 10], a signed one, the
+    "dead" fraction (lowest bin) and the "saturated" fraction (|x| > 0.97) — nothing bigger leaves the device.
+    """
+
+    def __init__(self, *types: type[nn.Module], names: tuple[str, ...] = (), bins: int = N_BINS):
+        if not types and not names:
+            raise ValueError("ActivationStats needs module types and/or names to follow")
+        self.capture = module_filter(*types, names=names)
+        self.bins = bins
+
+    def in_step(self, ctx: StepContext) -> dict:
+        return {name: summarize(x, self.bins) for name, x in ctx.intermediates.items()}
+
+    def before_fit(self, learn: Learner) -> None:
+        self._chunks: list[dict] = []
+
+    def after_batch(self, learn: Learner) -> None:
+        if learn.training:
+            self._chunks.append(learn.step_outputs[self])
+
+    @property
+    def stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{layer: {'mean': (T,), 'std': (T,), 'hist': (T, 40), ...}}`` over the T training batches."""
+        if not self._chunks:
+            return {}
+        return jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(self._chunks))
+
+    def plot_stats(self, path=None):
+        from jaxlearn.plots import plot_stats
+        return plot_stats(self.stats, path=path)
+
+    def color_dim(self, path=None):
+        from jaxlearn.plots import color_dim
+        return color_dim(self.stats, path=path)
+
+    def dead_chart(self, path=None):
+        from jaxlearn.plots import dead_chart
+        return dead_chart(self.stats, path=path)
+
+
+class LRFinderCB(Callback):
+    """Leslie Smith's range test (fast.ai): lr grows by ``gamma`` per batch from ``start_lr``.
+
+    Records the debiased exponentially smoothed loss (β = 0.98, fast.ai 2018) and stops once it exceeds
+    ``max_mult`` × its minimum (or turns NaN).
+    """
+
+    def __init__(self, start_lr: float = 1e-5, gamma: float = 1.3, max_mult: float = 3.0, beta: float = 0.98):
+        if start_lr <= 0 or gamma <= 1 or max_mult <= 1 or not 0 <= beta < 1:
+            raise ValueError("LRFinderCB needs start_lr > 0, gamma > 1, max_mult > 1 and 0 <= beta < 1")
+        self.start_lr, self.gamma, self.max_mult, self.beta = start_lr, gamma, max_mult, beta
+
+    def before_fit(self, learn: Learner) -> None:
+        self.lrs, self.losses, self.min, self._avg = [], [], math.inf, 0.0
+
+    def before_batch(self, learn: Learner) -> None:
+        if learn.training:
+            learn.set_hyper("learning_rate", self.start_lr * self.gamma ** len(self.lrs))
+
+    def after_batch(self, learn: Learner) -> None:
+        if not learn.training:
+            raise CancelEpochException()
+        loss = float(np.asarray(learn.loss).mean())  # this finder needs each loss on the host to decide
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smoothed = self._avg / (1 - self.beta ** (len(self.losses) + 1))
+        self.lrs.append(self.start_lr * self.gamma ** len(self.lrs))
+        self.losses.append(smoothed)
+        self.min = min(self.min, smoothed)
+        if math.isnan(smoothed) or smoothed > self.max_mult * self.min:
+            raise CancelFitException()
+
+    @property
+    def suggestion(self) -> float:
+        """fast.ai 2018's rule of thumb: a tenth of the lr at the smoothed loss's minimum."""
+        return self.lrs[int(np.nanargmin(self.losses))] / 10
+
+
+def lr_find(learn: Learner, start_lr: float = 1e-5, gamma: float = 1.3, max_mult: float = 3.0,
+            max_epochs: int = 10, plot_path: str | Path | None = None) -> LRFinderCB:
+    """Run the range test on ``learn`` and put everything back: params, norm stats, optimizer, lr, epochs.
+
+    Returns the finder with ``lrs``, ``losses`` (smoothed) and ``suggestion``.
+    """
+    saved_state, saved_epochs = learn.state, learn.epochs_done  # pytrees are immutable: no copy needed
+    finder = LRFinderCB(start_lr, gamma, max_mult)
+    try:
+        learn.fit(max_epochs, valid=False, callbacks=[finder])
+    finally:
+        learn.state, learn.epochs_done = saved_state, saved_epochs
+    if plot_path is not None:
+        from jaxlearn.plots import plot_lr_find
+        plot_lr_find(finder.lrs, finder.losses, finder.suggestion, path=plot_path)
+    return finder

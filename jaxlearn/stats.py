@@ -28,8 +28,12 @@ def histogram(x: jax.Array, bins: int = N_BINS, value_range: tuple[float, float]
     lo, hi = value_range
     x = x.reshape(-1).astype(jnp.float32)
     inside = (x >= lo) & (x <= hi)
-    # Scatter-add of ones is a single pass over x, much cheaper than comparing x with every bin edge.
+    edges = jnp.linspace(lo, hi, bins + 1, dtype=jnp.float32)
+    # Scatter-add of ones is a single pass over x, much cheaper than comparing x with every bin edge;
+    # the rounded index is then corrected against the edges themselves, as numpy.histogram does.
     idx = jnp.clip(jnp.floor((x - lo) * (bins / (hi - lo))).astype(jnp.int32), 0, bins - 1)
+    idx = idx - (x < edges[idx])
+    idx = jnp.clip(idx + ((x >= edges[idx + 1]) & (idx != bins - 1)), 0, bins - 1)
     return jnp.zeros(bins, jnp.float32).at[idx].add(inside.astype(jnp.float32))
 
 
