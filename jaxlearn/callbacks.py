@@ -121,7 +121,7 @@ class BatchTransformCB(Callback):
     def __init__(self, tfm: Callable[[jax.Array], jax.Array], on_train: bool = True, on_val: bool = True):
         self.tfm, self.on_train, self.on_val = tfm, on_train, on_val
 
-    def batch_transform(self, x: jax.Array, training: bool) -> jax.Array:
+    def batch_transform(self, x: jax.Array, training: bool, key: jax.Array) -> jax.Array:
         return self.tfm(x) if (self.on_train if training else self.on_val) else x
 
 

@@ -164,8 +164,12 @@ def make_eval_step(loss_fn: Callable = cross_entropy) -> Callable[[TrainState, B
     return eval_step
 
 
-def _gather(ds: ArrayDataset, transform: Callable, x_all, y_all, idx, weight) -> Batch:
-    return transform(ds.transform(x_all[idx])), y_all[idx], weight
+_AUGMENT_STREAM = 1  # folded into the step key so augmentation and dropout draw independent numbers
+_EVAL_SEED = 0  # evaluation transforms see a fixed key: the same inputs give the same predictions
+
+
+def _gather(ds: ArrayDataset, transform: Callable, key: jax.Array, x_all, y_all, idx, weight) -> Batch:
+    return transform(ds.transform(x_all[idx]), key), y_all[idx], weight
 
 
 def _add(acc: dict, sums: dict) -> dict:
@@ -178,7 +182,8 @@ class Callback:
     A callback that needs numbers from inside the compiled step sets ``capture`` (a module filter for the
     intermediates collection) and/or defines ``in_step(ctx) -> pytree of small arrays``; it then finds the
     results, stacked over the steps of the call, in ``learn.step_outputs[self]`` in ``after_batch``.
-    ``batch_transform(x, training)`` (if defined) is applied to inputs inside the compiled step.
+    ``batch_transform(x, training, key)`` (if defined) is applied to inputs inside the compiled step; ``key``
+    is a PRNG key for random augmentation, derived from the train state's seed and step.
     """
     order: int = 0
     capture: Callable[[nn.Module, str], bool] | None = None
@@ -264,9 +269,9 @@ class Learner:
         eval_step = make_eval_step(self.loss_fn)
 
         def transform_for(training: bool) -> Callable:
-            def apply(x):
-                for cb in sorted(transforms, key=attrgetter("order")):
-                    x = cb.batch_transform(x, training)
+            def apply(x, key):
+                for i, cb in enumerate(sorted(transforms, key=attrgetter("order"))):
+                    x = cb.batch_transform(x, training, jax.random.fold_in(key, i))
                 return x
             return apply
 
@@ -280,7 +285,8 @@ class Learner:
 
             def body(carry, iw):
                 state, acc = carry
-                state, metrics = train_step(state, _gather(train_ds, train_tfm, x_all, y_all, *iw))
+                key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), _AUGMENT_STREAM)
+                state, metrics = train_step(state, _gather(train_ds, train_tfm, key, x_all, y_all, *iw))
                 return (state, _add(acc, metrics.pop("sums"))), metrics
 
             (state, acc), outputs = jax.lax.scan(body, (state, acc), chunk)
@@ -289,7 +295,8 @@ class Learner:
         def eval_call(state, acc, x_all, y_all, idx, weight):
             self.n_traces += 1
             def body(acc, iw):
-                return _add(acc, eval_step(state, _gather(valid_ds, eval_tfm, x_all, y_all, *iw))), None
+                batch = _gather(valid_ds, eval_tfm, jax.random.key(_EVAL_SEED), x_all, y_all, *iw)
+                return _add(acc, eval_step(state, batch)), None
             return jax.lax.scan(body, acc, (idx, weight))[0]
 
         hook_callbacks = {f"cb{i}": cb for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
@@ -382,8 +389,8 @@ class Learner:
             tfms = [cb for cb in self.callbacks if hasattr(cb, "batch_transform")]
 
             def predict(state, x):
-                for cb in sorted(tfms, key=attrgetter("order")):
-                    x = cb.batch_transform(x, False)
+                for i, cb in enumerate(sorted(tfms, key=attrgetter("order"))):
+                    x = cb.batch_transform(x, False, jax.random.fold_in(jax.random.key(_EVAL_SEED), i))
                 return state.apply_fn(state.variables(), x, train=False)
             self._predict = jax.jit(predict)
         return self._predict
