@@ -554,3 +554,72 @@ def freeze(opt_state: optax.OptState) -> optax.OptState:
 def unfreeze(opt_state: optax.OptState) -> optax.OptState:
     """Train every group."""
     return freeze_to(opt_state, 0)
+
+
+# ----------------------------------------------------------------------------
+# Layer groups through the Learner
+# ----------------------------------------------------------------------------
+# jaxlearn.learner does not import this module, so importing its Callback base
+# class here makes no cycle.
+
+from jaxlearn.learner import Callback  # noqa: E402
+
+
+def layer_groups(
+    inner_factory: Callable[..., optax.GradientTransformation],
+    lrs: Sequence[float],
+    groups: int | Callable[[str], int] | None = None,
+    **inner_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`differential` for a Learner, which creates the params itself.
+
+    The labels are computed from the params when the optimizer is initialised
+    (``param_groups(params, groups)``, ``groups`` defaulting to ``len(lrs)``
+    contiguous groups), so ``Learner(model, dls, optimizer=layer_groups(adam,
+    lr_range(1e-2, 3)))`` needs no params up front. The Learner's
+    ``set_hyper('learning_rate', x)`` (``fit(lr=x)``, ``ParamSchedulerCB``) sets the
+    shared lr and keeps the groups' ratios.
+    """
+    groups = len(lrs) if groups is None else groups
+    return differential(inner_factory, lrs, lambda params: param_groups(params, groups), **inner_kwargs)
+
+
+def learner_freeze_to(learn: Any, n: int) -> None:
+    """``freeze_to`` on a Learner's optimizer state, in place: groups ``< n`` stop training.
+
+    Only the ``trainable`` hyperparameters of ``learn.state.opt_state`` change
+    (same dtypes), so the compiled step is reused, not retraced.
+    """
+    learn.state = learn.state.replace(opt_state=freeze_to(learn.state.opt_state, n))
+
+
+class LayerGroupsCB(Callback):
+    """Freeze layer groups for a fit: ``learn.fit(1, callbacks=[LayerGroupsCB(freeze_to=-1)])``.
+
+    At ``before_fit`` groups ``< freeze_to`` are frozen and the others trained
+    (``freeze_to=0`` unfreezes all; negative counts from the end, ``-1`` = the
+    head only, fastai's ``learn.freeze()``). With ``restore=True`` the previous
+    flags are put back after the fit; otherwise the freezing stays, as in fastai.
+    The optimizer must come from :func:`layer_groups` / :func:`differential`.
+    """
+    order = -1  # before schedulers and recorders
+
+    def __init__(self, freeze_to: int = -1, restore: bool = False):
+        self.freeze_to, self.restore = freeze_to, restore
+
+    def before_fit(self, learn: Any) -> None:
+        self._saved = _trainable_flags(learn.state.opt_state)
+        learner_freeze_to(learn, self.freeze_to)
+
+    def cleanup_fit(self, learn: Any) -> None:
+        if self.restore:
+            flags = self._saved
+            learn.state = learn.state.replace(opt_state=jax.tree_util.tree_map_with_path(
+                lambda path, leaf: flags.get(jax.tree_util.keystr(path), leaf), learn.state.opt_state))
+
+
+def _trainable_flags(opt_state: optax.OptState) -> dict[str, jax.Array]:
+    """``{path: flag}`` of every group's ``trainable`` hyperparameter."""
+    leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves
+            if _key_name(path[-1]) == "trainable" and _group_of(path) is not None}
