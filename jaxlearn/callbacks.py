@@ -137,7 +137,7 @@ class ParamSchedulerCB(Callback):
 
     def before_fit(self, learn: Learner) -> None:
         self.schedule = self.make_schedule(learn.n_epochs * learn.dls.train.n_batches)
-        self.step = 0
+        self.step = learn.fit_epochs_done * learn.dls.train.n_batches  # a resumed fit continues its schedule
 
     def before_batch(self, learn: Learner) -> None:
         if learn.training:
@@ -253,11 +253,14 @@ def lr_find(learn: Learner, start_lr: float = 1e-5, gamma: float = 1.3, max_mult
     Returns the finder with ``lrs``, ``losses`` (smoothed) and ``suggestion``.
     """
     saved_state, saved_epochs = learn.state, learn.epochs_done  # pytrees are immutable: no copy needed
+    saved_steps_per_call = learn.steps_per_call
     finder = LRFinderCB(start_lr, gamma, max_mult)
     try:
+        learn.steps_per_call = 1  # the finder sets the lr and reads the loss once per batch
         learn.fit(max_epochs, valid=False, callbacks=[finder])
     finally:
         learn.state, learn.epochs_done = saved_state, saved_epochs
+        learn.steps_per_call = saved_steps_per_call
     if plot_path is not None:
         from jaxlearn.plots import plot_lr_find
         plot_lr_find(finder.lrs, finder.losses, finder.suggestion, path=plot_path)

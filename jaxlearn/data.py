@@ -138,7 +138,11 @@ def load_names(path: str | os.PathLike | None = None) -> list[str]:
     if not path.is_file():
         raise DataFileError(f"missing data file {path}: expected makemore's names.txt (one name per line); "
                             f"set {NAMES_ENV} to its path")
-    words = path.read_text(encoding="utf-8").split()
+    try:
+        words = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataFileError(f"corrupt data file {path}: not readable as UTF-8 text ({e}); expected makemore's "
+                            f"names.txt, lowercase a-z names one per line") from e
     bad = next((w for w in words if not w.isascii() or not w.isalpha() or not w.islower()), None)
     if not words or bad is not None:
         raise DataFileError(f"corrupt data file {path}: expected lowercase a-z names one per line, "
@@ -231,7 +235,8 @@ class ArrayDataset:
     def __post_init__(self):
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} examples but y has {len(self.y)}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size <= 0:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
+                or self.batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.batch_size > len(self.x):
             raise ValueError(f"batch_size {self.batch_size} is larger than the dataset ({len(self.x)} examples)")
@@ -245,14 +250,16 @@ class ArrayDataset:
         n, bs = len(self), self.batch_size
         return n // bs if self.drop_last else -(-n // bs)
 
-    def epoch_indices(self, epoch: int) -> tuple[jax.Array, jax.Array]:
-        return _epoch_indices(len(self), self.batch_size, self.n_batches, self.shuffle, self.seed, epoch)
+    def epoch_indices(self, epoch: int, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """Epoch ``epoch``'s ``(idx, weight)``; the shuffle uses ``key`` (the Learner passes one derived from
+        its seed) or, without one, ``jax.random.key(self.seed)``."""
+        key = jax.random.key(self.seed) if key is None else key
+        return _epoch_indices(len(self), self.batch_size, self.n_batches, self.shuffle, key, epoch)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _epoch_indices(n: int, bs: int, n_batches: int, shuffle: bool, seed: int | jax.Array, epoch: int | jax.Array):
-    order = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), n) if shuffle \
-        else jnp.arange(n)
+def _epoch_indices(n: int, bs: int, n_batches: int, shuffle: bool, key: jax.Array, epoch: int | jax.Array):
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), n) if shuffle else jnp.arange(n)
     pad = n_batches * bs - n
     if pad >= 0:
         idx = jnp.concatenate([order, jnp.zeros(pad, order.dtype)])
@@ -264,9 +271,13 @@ def _epoch_indices(n: int, bs: int, n_batches: int, shuffle: bool, seed: int | j
 
 @dataclass
 class DataLoaders:
-    """The training and validation datasets of a fit (miniai's ``DataLoaders``)."""
+    """The training and validation datasets of a fit (miniai's ``DataLoaders``).
+
+    ``info`` carries what a dataset needs besides its arrays (e.g. the names' ``vocab`` and ``test`` split).
+    """
     train: ArrayDataset
     valid: ArrayDataset
+    info: dict = field(default_factory=dict)
 
     @classmethod
     def from_arrays(cls, train: tuple, valid: tuple, batch_size: int, valid_batch_size: int | None = None,
@@ -285,4 +296,35 @@ def fashion_mnist_loaders(batch_size: int = 256, seed: int = 0, manual_dir=None,
     x, y = splits["train"]
     if n_train is not None:
         x, y = x[:n_train], y[:n_train]
-    return DataLoaders.from_arrays((x, y), splits["test"], batch_size, seed=seed, drop_last=drop_last)
+    dls = DataLoaders.from_arrays((x, y), splits["test"], batch_size, seed=seed, drop_last=drop_last)
+    dls.info["classes"] = FASHION_MNIST_CLASSES
+    return dls
+
+
+def names_loaders(batch_size: int = 32, seed: int = 0, block_size: int = 3, path=None,
+                  split_seed: int = 42) -> DataLoaders:
+    """makemore's names as :class:`DataLoaders`: the lecture's train / valid split of context windows.
+
+    ``dls.info`` holds ``vocab``, ``block_size`` and the ``test`` split (x, y).
+    """
+    vocab, splits = names_splits(load_names(path), block_size=block_size, seed=split_seed)
+    dls = DataLoaders.from_arrays(splits["train"], splits["valid"], batch_size, seed=seed)
+    dls.info.update(vocab=vocab, block_size=block_size, test=splits["test"])
+    return dls
+
+
+DATASETS: dict[str, Callable[..., DataLoaders]] = {"fashion_mnist": fashion_mnist_loaders, "names": names_loaders}
+
+
+def load_dataset(name: str, **kwargs) -> DataLoaders:
+    """:class:`DataLoaders` for a dataset by name: ``'fashion_mnist'`` or ``'names'`` (makemore).
+
+    ``kwargs`` go to :func:`fashion_mnist_loaders` / :func:`names_loaders` (``batch_size``, ``seed``, ...).
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        import difflib
+        known = ", ".join(map(repr, DATASETS))
+        close = difflib.get_close_matches(str(name).lower().replace("-", "_"), DATASETS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown dataset {name!r}{hint}: known datasets are {known}")
+    return DATASETS[name](**kwargs)
