@@ -1,0 +1,242 @@
+"""makemore part 3: the lecture's ladder of fixes and its activation / gradient diagnostics, side by side with
+the lecture's numbers.
+
+    python experiments/makemore.py                 # full: 200,000 steps per rung (a few minutes on a CPU)
+    python experiments/makemore.py --steps 5000 --out /tmp/mm --diag-steps 200   # quick look
+
+Writes under ``--out`` (default docs/makemore):
+  results.json      list of {rung, train_loss, val_loss, lecture_train, lecture_val, ...} — the ladder
+  diagnostics.json  per deep-net configuration and tanh layer: mean, std, % saturated, gradient std, at init
+                    and after --diag-steps steps; grad:data and final update:data ratios per weight
+  README.md         both as markdown tables
+  ladder_loss.png   training loss (log10, mean of each 1,000 steps) of every rung
+  deep_*.png        per configuration: activation / activation-gradient / weight-gradient histograms at init
+                    and after training, and the update:data ratio over training with the -3 guideline
+  deep_summary.png  activation std and % saturated per layer for every configuration
+Names come from $JAXLEARN_NAMES_PATH (makemore's names.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxlearn import data
+from jaxlearn import makemore as mm
+
+TOLERANCE = 0.02
+
+# (file stem, title, model, lr, what the lecture says[, steps]) — the linear sandwiches are a look at init only
+# (their point is the forward / backward statistics; gain 5/3 without tanh diverges when trained)
+DEEP_CONFIGS = [
+    ("tanh_gain_5_3", "tanh, gain 5/3 (Kaiming for tanh)", dict(), 0.1,
+     "std ~0.65, ~5% saturated (first layer ~20%)"),
+    ("tanh_gain_0.5", "tanh, gain 0.5", dict(gain=0.5), 0.1, "activations shrink towards 0 layer after layer"),
+    ("tanh_gain_3", "tanh, gain 3", dict(gain=3.0), 0.1, "saturated tanh everywhere"),
+    ("linear_gain_1", "linear sandwich (no tanh), gain 1", dict(linear_only=True, gain=1.0), 0.1,
+     "gain 1 keeps the std of every layer", 1),
+    ("linear_gain_0.5", "linear sandwich (no tanh), gain 0.5", dict(linear_only=True, gain=0.5), 0.1,
+     "activations shrink, gradients grow towards the input", 1),
+    ("linear_gain_5_3", "linear sandwich (no tanh), gain 5/3", dict(linear_only=True, gain=5 / 3), 0.1,
+     "activations grow layer after layer", 1),
+    ("bn", "BatchNorm, gain 5/3", dict(batchnorm=True), 0.1, "every layer std ~0.65, ~2% saturated"),
+    ("bn_no_fanin_lr0.1", "BatchNorm, no fan-in scaling, lr 0.1", dict(batchnorm=True, fan_in_scaling=False),
+     0.1, "update:data ratios far below -3: lr too small"),
+    ("bn_no_fanin_lr1.0", "BatchNorm, no fan-in scaling, lr 1.0", dict(batchnorm=True, fan_in_scaling=False),
+     1.0, "~10x the lr brings the ratios back up"),
+]
+
+
+def run_ladder(splits, steps: int, seed: int, out: Path):
+    Xtr, Ytr = splits["train"]
+    Xva, Yva = splits["valid"]
+    Xte, Yte = splits["test"]
+    rows, curves, trained = [], {}, {}
+    print(f"{'rung':52s} {'init':>7s} {'train':>7s} {'val':>7s}   lecture: {'init':>7s} {'train':>7s} "
+          f"{'val':>7s}")
+    for i, rung in enumerate(mm.LADDER):
+        model = rung.model
+        if rung.calibrated:  # the same trained BatchNorm model, scored with calibrated statistics
+            variables, res = trained[model]
+            variables = mm.calibrate(model, variables, Xtr)
+        else:
+            variables = mm.init(model, seed)
+            res = mm.train(model, variables, Xtr, Ytr, steps=steps, seed=seed + 1, chunk=10_000)
+            variables = res.variables
+            trained[model] = (variables, res)
+            curves[rung.name] = res.losses
+        row = {
+            "rung": rung.name,
+            "train_loss": mm.split_loss(model, variables, Xtr, Ytr),
+            "val_loss": mm.split_loss(model, variables, Xva, Yva),
+            "lecture_train": rung.lecture_train,
+            "lecture_val": rung.lecture_val,
+            "test_loss": mm.split_loss(model, variables, Xte, Yte),
+            "init_loss": float(res.losses[0]),
+            "lecture_init_loss": rung.lecture_init_loss,
+            "expected_init_loss": mm.EXPECTED_INIT_LOSS,
+            "steps": steps,
+            "params": mm.count_params(variables),
+            "train_seconds": round(res.run_s, 2),
+            "compile_seconds": round(res.compile_s, 2),
+        }
+        row["within_tolerance"] = bool(abs(row["train_loss"] - row["lecture_train"]) <= TOLERANCE
+                                       and abs(row["val_loss"] - row["lecture_val"]) <= TOLERANCE)
+        rows.append(row)
+        lec_init = f"{rung.lecture_init_loss:7.4f}" if rung.lecture_init_loss else "       "
+        print(f"{i} {rung.name:50s} {row['init_loss']:7.4f} {row['train_loss']:7.4f} {row['val_loss']:7.4f}"
+              f"            {lec_init} {rung.lecture_train:7.4f} {rung.lecture_val:7.4f}  "
+              f"{'ok' if row['within_tolerance'] else 'MISS'} ({row['train_seconds']:.1f} s)", flush=True)
+    print(f"expected initial loss -ln(1/27) = {mm.EXPECTED_INIT_LOSS:.4f}")
+    bn_model = mm.LADDER[-1].model
+    samples = mm.sample(bn_model, trained[bn_model][0], splits["vocab"], n=20, seed=seed + 10)
+    print("samples (BatchNorm MLP):", " ".join(samples))
+    plot_ladder(curves, out / "ladder_loss.png")
+    return rows, samples
+
+
+def plot_ladder(curves, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for name, losses in curves.items():
+        n = len(losses) // 1000 * 1000
+        if n == 0:
+            continue
+        ax.plot(np.arange(0, n, 1000), np.log10(losses[:n]).reshape(-1, 1000).mean(1), label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10 training loss (mean of 1,000 steps)")
+    ax.set_title("makemore part 3: the ladder")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_deep(splits, steps: int, seed: int, out: Path):
+    Xtr, Ytr = splits["train"]
+    results = {}
+    for stem, title, kwargs, lr, lecture, *n in DEEP_CONFIGS:
+        model = mm.DeepMLP(**kwargs)
+        n_steps = n[0] if n else steps
+        t0 = time.perf_counter()
+        res = mm.run_diagnostics(model, Xtr, Ytr, steps=n_steps, lr=lr, seed=seed + 1, init_seed=seed)
+        names = mm.weight_ratio_names(res.variables["params"])
+        entry = {
+            "title": title, "lr": lr, "lecture": lecture, "params": mm.count_params(res.variables),
+            "steps": n_steps, "loss_first": float(res.losses[0]),
+            "loss_last100": float(np.nanmean(res.losses[-100:])),
+            "at_init": mm.summary_table(res.diagnostics[0]),
+            "after_training": mm.summary_table(res.diagnostics[-1]),
+            "grad_data_at_init": {k: float(v["grad_data"]) for k, v in res.diagnostics[0]["weight_grads"].items()},
+            "update_data_last100": {k: float(np.nanmean(res.update_ratios[k][-100:])) for k in names},
+        }
+        results[stem] = entry
+        mm.plot_diagnostics(res, f"{title} (lr {lr}, {n_steps} steps)", out / f"deep_{stem}.png")
+        init_rows = entry["at_init"]
+        print(f"{title:42s} at init: std " + " ".join(f"{r['std']:.2f}" for r in init_rows)
+              + " | sat% " + " ".join(f"{r['saturated_pct']:.1f}" for r in init_rows)
+              + f" | after {n_steps}: std " + " ".join(f"{r['std']:.2f}" for r in entry["after_training"])
+              + " | sat% " + " ".join(f"{r['saturated_pct']:.1f}" for r in entry["after_training"])
+              + " | ud " + " ".join(f"{v:.1f}" for v in entry["update_data_last100"].values())
+              + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    plot_deep_summary(results, out / "deep_summary.png")
+    return results
+
+
+def plot_deep_summary(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for stem, e in results.items():
+        layers = np.arange(1, len(e["at_init"]) + 1)
+        axes[0].plot(layers, [r["std"] for r in e["at_init"]], "o-", label=e["title"])
+        axes[1].plot(layers, [r["saturated_pct"] for r in e["at_init"]], "o-", label=e["title"])
+        axes[2].plot(layers, [r["grad_std"] for r in e["at_init"]], "o-", label=e["title"])
+    axes[0].set_title("activation std per layer (at init)")
+    axes[1].set_title("% saturated (|t| > 0.97) per layer (at init)")
+    axes[2].set_title("std of the gradient of each layer's output (at init)")
+    axes[0].set_yscale("log")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("layer")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_readme(out: Path, rows, samples, deep, steps: int, diag_steps: int):
+    lines = ["# makemore part 3 — ours vs the lecture", "",
+             f"Written by `python experiments/makemore.py --steps {steps} --diag-steps {diag_steps}` "
+             "(jaxlearn.makemore; names.txt split 182,625 / 22,655 / 22,866; batch 32; SGD lr 0.1 → 0.01 at step "
+             "100,000). Losses on the whole split in eval mode; the lecture's numbers from its notebook. "
+             f"'ok' means both train and val are within ±{TOLERANCE} of the lecture's.", "",
+             "| rung | init loss | train | val | test | lecture init | lecture train | lecture val | |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        li = f"{r['lecture_init_loss']:.4f}" if r["lecture_init_loss"] else ""
+        lines.append(f"| {r['rung']} | {r['init_loss']:.4f} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | "
+                     f"{r['test_loss']:.4f} | {li} | {r['lecture_train']:.4f} | {r['lecture_val']:.4f} | "
+                     f"{'ok' if r['within_tolerance'] else 'MISS'} |")
+    lines += ["", f"Expected initial loss −ln(1/27) = {mm.EXPECTED_INIT_LOSS:.4f}. "
+              "The 'init loss' column is the first minibatch's loss.", "",
+              "Samples from the BatchNorm MLP: " + ", ".join(f"`{s}`" for s in samples), "",
+              "![ladder](ladder_loss.png)", "",
+              f"## Deep net diagnostics (5 × [Linear, (BatchNorm1d), Tanh] + output, n_hidden 100; "
+              f"{diag_steps} steps, batch 32)", "",
+              "Per tanh layer: std and % saturated (|t| > 0.97) of the activations, at init (first batch) and "
+              f"after {diag_steps} steps; update:data = mean over the last 100 steps of "
+              "log10(std(lr·grad)/std(param)) per weight (C, Linear 0..5).", "",
+              "| configuration | lr | std at init | sat % at init | std after | sat % after | update:data | "
+              "lecture |", "|---|---|---|---|---|---|---|---|"]
+    for stem, e in deep.items():
+        f = lambda rows_, k, fmt: " ".join(fmt.format(r[k]) for r in rows_)
+        if e["steps"] > 1:
+            after = (f"{f(e['after_training'], 'std', '{:.2f}')} | "
+                     f"{f(e['after_training'], 'saturated_pct', '{:.1f}')} | "
+                     f"{' '.join(f'{v:.1f}' for v in e['update_data_last100'].values())}")
+        else:
+            after = "(look at init only) | | "
+        lines.append(f"| [{e['title']}](deep_{stem}.png) | {e['lr']} | {f(e['at_init'], 'std', '{:.2f}')} | "
+                     f"{f(e['at_init'], 'saturated_pct', '{:.1f}')} | {after} | {e['lecture']} |")
+    lines += ["", "![summary](deep_summary.png)", ""]
+    for stem, e in deep.items():
+        lines += [f"### {e['title']}", "", f"![{stem}](deep_{stem}.png)", ""]
+    (out / "README.md").write_text("\n".join(lines))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="docs/makemore")
+    p.add_argument("--steps", type=int, default=200_000, help="training steps per rung of the ladder")
+    p.add_argument("--diag-steps", type=int, default=1000, help="steps of each deep-net diagnostic run")
+    p.add_argument("--seed", type=int, default=mm.LECTURE_SEED)
+    p.add_argument("--skip-deep", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab, splits = data.names_splits(data.load_names())
+    splits["vocab"] = vocab
+    print({k: len(v[0]) for k, v in splits.items() if k != "vocab"})
+    t0 = time.perf_counter()
+    rows, samples = run_ladder(splits, args.steps, args.seed, out)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    deep = {} if args.skip_deep else run_deep(splits, args.diag_steps, args.seed, out)
+    (out / "diagnostics.json").write_text(json.dumps(deep, indent=1))
+    write_readme(out, rows, samples, deep, args.steps, args.diag_steps)
+    print(f"wrote {out}/ in {time.perf_counter() - t0:.0f} s")
+    missed = [r["rung"] for r in rows if not r["within_tolerance"]]
+    if missed:
+        print(f"outside ±{TOLERANCE} of the lecture: {missed}")
+
+
+if __name__ == "__main__":
+    main()
