@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -247,20 +247,23 @@ class LRFinderCB(Callback):
 
 
 def lr_find(learn: Learner, start_lr: float = 1e-5, gamma: float = 1.3, max_mult: float = 3.0,
-            max_epochs: int = 10, plot_path: str | Path | None = None) -> LRFinderCB:
+            max_epochs: int = 10, plot_path: str | Path | None = None,
+            callbacks: Sequence[Callback] = ()) -> LRFinderCB:
     """Run the range test on ``learn`` and put everything back: params, norm stats, optimizer, lr, epochs.
+
+    Of the Learner's own callbacks only the input transforms take part; ``callbacks`` join the search.
 
     Returns the finder with ``lrs``, ``losses`` (smoothed) and ``suggestion``.
     """
-    saved_state, saved_epochs = learn.state, learn.epochs_done  # pytrees are immutable: no copy needed
-    saved_steps_per_call = learn.steps_per_call
+    saved = learn.state, learn.epochs_done, learn.steps_per_call, learn.callbacks  # pytrees are immutable
     finder = LRFinderCB(start_lr, gamma, max_mult)
     try:
         learn.steps_per_call = 1  # the finder sets the lr and reads the loss once per batch
-        learn.fit(max_epochs, valid=False, callbacks=[finder])
+        # Metrics, recorders, schedulers and checkpoints of the real training sit the search out.
+        learn.callbacks = [cb for cb in learn.callbacks if hasattr(cb, "batch_transform")]
+        learn.fit(max_epochs, valid=False, callbacks=[*callbacks, finder])
     finally:
-        learn.state, learn.epochs_done = saved_state, saved_epochs
-        learn.steps_per_call = saved_steps_per_call
+        learn.state, learn.epochs_done, learn.steps_per_call, learn.callbacks = saved
     if plot_path is not None:
         from jaxlearn.plots import plot_lr_find
         plot_lr_find(finder.lrs, finder.losses, finder.suggestion, path=plot_path)
