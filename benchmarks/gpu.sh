@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The GPU checks, one script (run on a lent GPU machine from the repository root; results go to $OUT).
+# Data: the Fashion-MNIST IDX files and names.txt copied into .gpu_data/ (not committed).
+set -u
+export PYTHONPATH="$PWD" JAXLEARN_FASHION_MNIST_DIR="$PWD/.gpu_data/fashion_mnist" \
+       JAXLEARN_NAMES_PATH="$PWD/.gpu_data/names.txt" MPLBACKEND=Agg XLA_PYTHON_CLIENT_PREALLOCATE=false
+OUT="${OUT:-runs/gpu}"; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+python3 -c "import jax, flax, optax; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)" | tee -a "$OUT/device.txt"
+run() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$? $name"; tail -n 25 "$OUT/$name.log" | grep -v '^\s*$' | tail -n 18; }
+run resnet5 150 python3 experiments/resnet.py --epochs 5 --no-progress --out "$OUT/resnet5"
+run speed 120 python3 benchmarks/fashion_mnist_speed.py --out "$OUT"
+run resnet20 240 python3 experiments/resnet.py --epochs 20 --augment --tta --no-progress --out "$OUT/resnet20"
+run makemore 90 python3 benchmarks/makemore_speed.py --no-results
+cp "$OUT"/resnet5/results.json "$OUT/resnet5.json" 2>/dev/null; cp "$OUT"/resnet20/results.json "$OUT/resnet20.json" 2>/dev/null

@@ -1,0 +1,151 @@
+"""course22 lesson 14's ResNet on Fashion-MNIST: AdamW + one-cycle, optional augmentation and TTA.
+
+    python experiments/resnet.py --epochs 5 --out runs/resnet5                        # goal >= 92.5%
+    python experiments/resnet.py --epochs 20 --augment --tta --tta-n 4 --lr 4e-2 --out runs/resnet20_aug
+                                                                                      # goal >= 94.5% (TTA)
+
+Measured on one H200 (docs/resnet/README.md): 92.78% after 5 epochs; 94.38% after 20 augmented epochs,
+94.66% with TTA; 0.32 s per epoch after a ~12 s first (compiling) epoch.
+
+The model is ``ResBlock(1,16,ks=5)``, ``ResBlock(16,32,stride 2)``, ..., 256, global average pool, linear,
+BatchNorm (jaxlearn.norms), GeneralRelu(0.1, 0.4), Kaiming(a=0.1) init; inputs normalised with lesson 17's
+0.28 / 0.35. ``--augment`` adds random horizontal flips and pad-and-random-crop (``--pad``, default 1 as
+course22's ``RandomCrop(28, padding=1)``; 4 costs ~1% here: Fashion-MNIST items are centred) inside the
+compiled step; ``--erase`` adds random erasing. ``--tta`` averages the probabilities of each test image and
+its mirror image (``--tta-n`` adds random augmented views). The learning rate and Adam's b1 follow one-cycle
+*per step*, inside the compiled step (optax schedules), so ``--steps-per-call`` (batches per compiled call,
+``lax.scan``; default a whole epoch on GPU, 1 on CPU) changes nothing but speed. Writes ``OUT/results.json``
+(test / TTA accuracy with 95% CIs, epoch table, wall time, device) and ``OUT/loss.png``. Runs unchanged on
+CPU or GPU (data read from the IDX files in ``$JAXLEARN_FASHION_MNIST_DIR`` when it is set, else tfds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+
+from jaxlearn.augment import AugmentCB, flip, pad_crop, random_erase, tta_accuracy
+from jaxlearn.callbacks import BatchTransformCB, MetricsCB, ProgressCB
+from jaxlearn.data import FASHION_MNIST_ENV, DataLoaders, fashion_mnist, normalize
+from jaxlearn.evaluation import accuracy_ci_halfwidth, format_accuracy
+from jaxlearn.learner import Learner
+from jaxlearn.models import fmnist_resnet
+from jaxlearn.monitor import NaNGuardCB, SmoothedLossCB
+from jaxlearn.optim import adamw
+from jaxlearn.schedules import one_cycle, one_cycle_momentum
+
+INPUT_MEAN, INPUT_STD = 0.28, 0.35
+GOALS = {5: 0.925, 20: 0.945}  # the issue's targets: plain 5 epochs; augmentation + TTA 20 epochs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--bs", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=2e-2, help="one-cycle peak learning rate")
+    p.add_argument("--wd", type=float, default=1e-2, help="AdamW decoupled weight decay")
+    p.add_argument("--pct-start", type=float, default=0.3)
+    p.add_argument("--augment", action="store_true", help="random flip + pad-and-random-crop (--pad)")
+    p.add_argument("--pad", type=int, default=1, help="pixels of padding for the random crop (course22: 1)")
+    p.add_argument("--erase", action="store_true", help="also random erasing (needs --augment)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirror image")
+    p.add_argument("--tta-n", type=int, default=0, help="extra random augmented views for TTA")
+    p.add_argument("--nfs", type=str, default="16,32,64,128,256", help="channels of the ResBlocks")
+    p.add_argument("--steps-per-call", type=int, default=None,
+                   help="batches per compiled call (default: a whole epoch on GPU/TPU, 1 on CPU)")
+    p.add_argument("--n-train", type=int, default=None, help="train on the first N images (quick runs)")
+    p.add_argument("--n-test", type=int, default=None, help="test on the first N test images (quick runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--out", type=Path, default=Path("runs/resnet"))
+    args = p.parse_args(argv)
+    if args.erase and not args.augment:
+        p.error("--erase needs --augment")
+    return args
+
+
+def device_description() -> str:
+    d = jax.devices()[0]
+    return f"{d.platform}: {getattr(d, 'device_kind', str(d))}" + (f" ({platform.processor() or platform.machine()}"
+                                                                    f", {jax.device_count()} device(s))")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    # With local IDX files, read them directly (the same arrays as tfds, without importing TensorFlow).
+    splits = fashion_mnist(use_tfds=not os.environ.get(FASHION_MNIST_ENV))
+    (x, y), (xt, yt) = splits["train"], splits["test"]
+    if args.n_train is not None:
+        x, y = x[:args.n_train], y[:args.n_train]
+    if args.n_test is not None:
+        xt, yt = xt[:args.n_test], yt[:args.n_test]
+    # drop_last: every training batch is full, so no padded duplicates enter the BatchNorm statistics
+    dls = DataLoaders.from_arrays((x, y), (xt, yt), args.bs, seed=args.seed, drop_last=len(x) > args.bs)
+    n_batches = dls.train.n_batches
+    spc = args.steps_per_call or (1 if jax.default_backend() == "cpu" else n_batches)
+    total_steps = args.epochs * n_batches
+
+    # Per-step one-cycle for the lr and Adam's b1 (fastai: momentum 0.95 -> 0.85 -> 0.95), as optax schedules
+    # inside inject_hyperparams: evaluated in the compiled step from the optimizer's own step count.
+    tx = optax.inject_hyperparams(adamw)(
+        learning_rate=one_cycle(args.lr, total_steps, pct_start=args.pct_start),
+        b1=one_cycle_momentum(total_steps, pct_start=args.pct_start), weight_decay=args.wd)
+    model = fmnist_resnet(nfs=tuple(int(n) for n in args.nfs.split(",")))
+    callbacks = [BatchTransformCB(normalize(INPUT_MEAN, INPUT_STD)), NaNGuardCB(every=max(1, n_batches // spc))]
+    if args.augment:
+        tfms = [flip(), pad_crop(args.pad)] + ([random_erase()] if args.erase else [])
+        callbacks.append(AugmentCB(*tfms))
+    metrics = MetricsCB()
+    learn = Learner(model, dls, optimizer=tx, callbacks=[metrics] + callbacks, seed=args.seed, steps_per_call=spc)
+    n_params = sum(p.size for p in jax.tree.leaves(learn.state.params))
+    print(f"ResNet {args.nfs} ({n_params:,} params) on {len(x):,} images, bs {args.bs}, {n_batches} batches/epoch, "
+          f"{spc} per call, {args.epochs} epochs, lr {args.lr:g} wd {args.wd:g}, augment={args.augment}"
+          f"{f' (pad {args.pad})' if args.augment else ''}; "
+          f"device {device_description()}")
+
+    losses = SmoothedLossCB()
+    fit_cbs = [losses] + ([] if args.no_progress else [ProgressCB()])
+    t0 = time.perf_counter()
+    learn.fit(args.epochs, callbacks=fit_cbs)
+    jax.block_until_ready(learn.state.params)
+    seconds = time.perf_counter() - t0
+    test = learn.evaluate()
+    n_test = len(xt)
+    print(f"test accuracy {format_accuracy(test['accuracy'], n_test)} after {args.epochs} epochs in {seconds:.1f} s")
+    results = {"test_accuracy": test["accuracy"], "test_accuracy_ci95": accuracy_ci_halfwidth(test["accuracy"], n_test),
+               "test_loss": test["loss"], "n_test": n_test}
+    if args.tta:
+        t1 = time.perf_counter()
+        acc = tta_accuracy(learn, n=args.tta_n)
+        results.update(tta_accuracy=acc, tta_accuracy_ci95=accuracy_ci_halfwidth(acc, n_test), tta_views=2 + args.tta_n,
+                       tta_seconds=time.perf_counter() - t1)
+        print(f"TTA accuracy ({2 + args.tta_n} views) {format_accuracy(acc, n_test)}")
+    epoch_seconds = [r.get("train_seconds", 0.0) for r in metrics.history]
+    goal = GOALS.get(args.epochs)
+    best = results.get("tta_accuracy", results["test_accuracy"])
+    results.update(epochs=args.epochs, batch_size=args.bs, lr=args.lr, wd=args.wd, augment=args.augment,
+                   pad=args.pad if args.augment else None,
+                   erase=args.erase, tta=args.tta, nfs=args.nfs, n_params=int(n_params), n_train=len(x),
+                   steps_per_call=spc, seed=args.seed, seconds=seconds, train_epoch_seconds=epoch_seconds,
+                   steady_epoch_seconds=float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else None,
+                   device=device_description(), jax_version=jax.__version__,
+                   goal=goal, goal_met=None if goal is None or args.n_train or args.n_test else best >= goal,
+                   history=metrics.history)
+    if results["goal_met"] is not None:
+        print(f"goal {goal:.3f}: {'met' if results['goal_met'] else 'NOT met'} ({best:.4f})")
+    args.out.mkdir(parents=True, exist_ok=True)
+    losses.plot(args.out / "loss.png")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
