@@ -10,6 +10,6 @@ python3 -c "import jax, flax, optax; print('jax', jax.__version__, jax.devices()
 run() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$? $name"; tail -n 25 "$OUT/$name.log" | grep -v '^\s*$' | tail -n 18; }
 run resnet5 150 python3 experiments/resnet.py --epochs 5 --no-progress --out "$OUT/resnet5"
 run speed 120 python3 benchmarks/fashion_mnist_speed.py --out "$OUT"
-run resnet20 240 python3 experiments/resnet.py --epochs 20 --augment --tta --no-progress --out "$OUT/resnet20"
-run makemore 90 python3 benchmarks/makemore_speed.py --no-results
+run resnet20 240 python3 experiments/resnet.py --epochs 20 --augment --tta --tta-n 4 --lr 4e-2 --no-progress --out "$OUT/resnet20"
+run makemore 120 python3 benchmarks/makemore_speed.py --steps 20000 --no-results
 cp "$OUT"/resnet5/results.json "$OUT/resnet5.json" 2>/dev/null; cp "$OUT"/resnet20/results.json "$OUT/resnet20.json" 2>/dev/null
