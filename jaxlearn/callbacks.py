@@ -171,16 +171,18 @@ class ActivationStats(Callback):
     ``ActivationStats(GeneralRelu)`` follows every GeneralRelu; ``names=`` picks modules by name. Per
     layer and training batch it keeps mean, std, a 40-bin |x| histogram on [0, 10], a signed one, the
     "dead" fraction (lowest bin) and the "saturated" fraction (|x| > 0.97) — nothing bigger leaves the device.
+    ``signed=True`` adds a signed histogram on [-5, 5] (a second pass over every activation, so opt-in).
     """
 
-    def __init__(self, *types: type[nn.Module], names: tuple[str, ...] = (), bins: int = N_BINS):
+    def __init__(self, *types: type[nn.Module], names: tuple[str, ...] = (), bins: int = N_BINS,
+                 signed: bool = False):
         if not types and not names:
             raise ValueError("ActivationStats needs module types and/or names to follow")
         self.capture = module_filter(*types, names=names)
-        self.bins = bins
+        self.bins, self.signed = bins, signed
 
     def in_step(self, ctx: StepContext) -> dict:
-        return {name: summarize(x, self.bins) for name, x in ctx.intermediates.items()}
+        return {name: summarize(x, self.bins, signed=self.signed) for name, x in ctx.intermediates.items()}
 
     def before_fit(self, learn: Learner) -> None:
         self._chunks: list[dict] = []

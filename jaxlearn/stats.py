@@ -27,32 +27,37 @@ def histogram(x: jax.Array, bins: int = N_BINS, value_range: tuple[float, float]
     """
     lo, hi = value_range
     x = x.reshape(-1).astype(jnp.float32)
+    width = (hi - lo) / bins
     inside = (x >= lo) & (x <= hi)
-    edges = jnp.linspace(lo, hi, bins + 1, dtype=jnp.float32)
     # Scatter-add of ones is a single pass over x, much cheaper than comparing x with every bin edge;
-    # the rounded index is then corrected against the edges themselves, as numpy.histogram does.
-    idx = jnp.clip(jnp.floor((x - lo) * (bins / (hi - lo))).astype(jnp.int32), 0, bins - 1)
-    idx = idx - (x < edges[idx])
-    idx = jnp.clip(idx + ((x >= edges[idx + 1]) & (idx != bins - 1)), 0, bins - 1)
+    # the rounded index is then checked against its bin's edges, as numpy.histogram does.
+    idx = jnp.floor((x - lo) * (1.0 / width))
+    idx = idx - (x < lo + idx * width)
+    idx = idx + ((x >= lo + (idx + 1) * width) & (idx < bins - 1))
+    idx = jnp.clip(idx, 0, bins - 1).astype(jnp.int32)
     return jnp.zeros(bins, jnp.float32).at[idx].add(inside.astype(jnp.float32))
 
 
-def summarize(x: jax.Array, bins: int = N_BINS, saturation: float = SATURATION) -> dict[str, jax.Array]:
-    """mean, std, |x| histogram (40 bins on [0, 10]), signed histogram ([-5, 5]), dead and saturated fractions.
+def summarize(x: jax.Array, bins: int = N_BINS, saturation: float = SATURATION,
+              signed: bool = True) -> dict[str, jax.Array]:
+    """mean, std, |x| histogram (40 bins on [0, 10]), signed histogram ([-5, 5]; ``signed=False`` skips it),
+    dead and saturated fractions.
 
     "dead" is miniai's ``dead_chart`` number: the share of |x| in the lowest histogram bin; "saturated" is
     makemore's share of |x| > 0.97.
     """
     x = x.astype(jnp.float32)
     abs_hist = histogram(jnp.abs(x), bins, ABS_RANGE)
-    return {
+    out = {
         "mean": x.mean(),
         "std": x.std(),
         "hist": abs_hist,
-        "signed_hist": histogram(x, bins, SIGNED_RANGE),
         "dead": abs_hist[0] / x.size,
         "saturated": (jnp.abs(x) > saturation).mean(),
     }
+    if signed:
+        out["signed_hist"] = histogram(x, bins, SIGNED_RANGE)
+    return out
 
 
 def module_filter(*types: type[nn.Module], names: tuple[str, ...] = ()) -> Callable[[nn.Module, str], bool]:

@@ -42,7 +42,7 @@ def test_activation_stats_in_step_equal_numpy_on_captured_activations(fashion_sm
     dls = DataLoaders.from_arrays((x[:256], y[:256]), test, 128)
     dls.train.shuffle = False
     act = partial(GeneralRelu, leak=0.1, sub=0.4)
-    astats = ActivationStats(GeneralRelu)
+    astats = ActivationStats(GeneralRelu, signed=True)
     learn = Learner(get_model(act), dls, optimizer=optax.sgd, lr=0.1, callbacks=[astats])
     learn.fit(1, valid=False)
     params1 = learn.state.params  # what the next fit's first batch sees
