@@ -27,7 +27,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import flax.linen as nn

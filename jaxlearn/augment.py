@@ -19,7 +19,7 @@ pixels in [0, 1], so ``pad_crop``'s zero padding is the black Fashion-MNIST back
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from operator import attrgetter
 
 import jax

@@ -17,7 +17,6 @@ dataset and the jitted gather produces the globally sharded batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter

@@ -4,12 +4,11 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
 from jaxlearn.callbacks import BatchTransformCB, MetricsCB, ParamSchedulerCB, SingleBatchCB
-from jaxlearn.data import ArrayDataset, DataLoaders, normalize
+from jaxlearn.data import DataLoaders, normalize
 from jaxlearn.learner import (CancelBatchException, CancelEpochException, CancelFitException, Callback,
                               Learner, cross_entropy)
 from jaxlearn.models import get_model

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn.callbacks import MetricsCB, SingleBatchCB
+from jaxlearn.callbacks import MetricsCB
 from jaxlearn.data import DataLoaders
 from jaxlearn.evaluation import accuracy_ci, accuracy_ci_halfwidth, format_accuracy
 from jaxlearn.learner import Callback, Learner, cross_entropy

@@ -1,6 +1,5 @@
 """One seed drives init, shuffling, dropout and augmentation; the same seed gives bitwise-identical runs."""
 
-import hashlib
 import os
 import subprocess
 import sys

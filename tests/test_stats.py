@@ -1,7 +1,6 @@
 from functools import partial
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +8,7 @@ import optax
 import pytest
 
 from jaxlearn import stats
-from jaxlearn.callbacks import ActivationStats, MetricsCB
+from jaxlearn.callbacks import ActivationStats
 from jaxlearn.data import DataLoaders
 from jaxlearn.layers import GeneralRelu
 from jaxlearn.learner import Learner
