@@ -169,9 +169,9 @@ class ActivationStats(Callback):
     """miniai's ``ActivationStats``, computed inside the compiled step from flax's intermediates collection.
 
     ``ActivationStats(GeneralRelu)`` follows every GeneralRelu; ``names=`` picks modules by name. Per
-    layer and training batch it keeps mean, std, a 40-bin |x| histogram on [0, 10], a signed one, the
-    "dead" fraction (lowest bin) and the "saturated" fraction (|x| > 0.97) — nothing bigger leaves the device.
-    ``signed=True`` adds a signed histogram on [-5, 5] (a second pass over every activation, so opt-in).
+    layer and training batch it keeps mean, std, a 40-bin |x| histogram on [0, 10], the "dead" fraction
+    (lowest bin) and the "saturated" fraction (|x| > 0.97) — nothing bigger leaves the device.
+    ``signed=True`` adds a signed histogram on [-5, 5] (a second scatter over every activation, so opt-in).
     """
 
     def __init__(self, *types: type[nn.Module], names: tuple[str, ...] = (), bins: int = N_BINS,
