@@ -3,6 +3,7 @@ beside the lecture's plain PyTorch loop, on the same machine, in the same run.
 
     python benchmarks/makemore_speed.py                  # 200,000 steps each
     python benchmarks/makemore_speed.py --steps 20000    # quicker
+    python benchmarks/makemore_speed.py --jax-only       # JAX alone (e.g. on a GPU machine without torch)
 
 The two alternate in blocks of ``--block`` steps (20,000), each block continuing its own run, so that both
 see the same load when other jobs share the machine; steps/s are totals over the blocks. Both train the same
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import platform
 import sys
@@ -221,7 +223,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=mm.LECTURE_SEED)
     p.add_argument("--results", default="benchmarks/results/makemore_speed.md")
     p.add_argument("--no-results", action="store_true", help="do not write the results file")
+    p.add_argument("--jax-only", action="store_true",
+                   help="time only jaxlearn's loop (no torch needed; no ratio, no results row)")
     args = p.parse_args(argv)
+    if not args.jax_only and importlib.util.find_spec("torch") is None:
+        p.error("torch is not installed: pip install -e '.[bench]' (torch 2.13.0 CPU), or pass --jax-only")
 
     vocab, splits = data.names_splits(data.load_names())
     dev = jax.devices()[0]
@@ -229,6 +235,14 @@ def main(argv=None):
     device = f"{jax.default_backend()}: {dev.device_kind}"
     print(f"machine: {machine}; jax {jax.__version__} on {device}; python {platform.python_version()}")
     print(f"model: {RUNG.name}, {mm.count_params(mm.init(RUNG.model))} params; {args.steps} steps, batch 32")
+
+    if args.jax_only:
+        jax_run = JaxRun(splits, args.chunk, args.unroll, args.seed)
+        jax_run.block(args.steps)
+        j = jax_run.result()
+        print(f"jax:   {j['steps_per_s']:10.0f} steps/s  ({j['run_s']:.2f} s for {args.steps} steps; compile "
+              f"{j['compile_s']:.2f} s apart)  val {j['val']:.4f} (calibrated {j['val_calibrated']:.4f})")
+        return j["steps_per_s"]
 
     probes = {}
     threads = args.torch_threads

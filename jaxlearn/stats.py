@@ -59,9 +59,8 @@ _LANES = 8
 def _count_codes(codes: jax.Array, n_codes: int) -> jax.Array:
     """``bincount(codes, length=n_codes)`` for codes in [0, n_codes), as one scatter-add of ones.
 
-    No reshape(-1): a conv output's physical layout on XLA:CPU is not row-major, so flattening it costs a
-    transpose copy. Neighbouring elements count into 8 separate copies (summed at the end), so the serial
-    scatter loop does not wait on the same counter twice in a row.
+    Neighbouring elements along the last axis count into 8 separate copies of the counters (summed at the
+    end), so the serial scatter loop rarely waits on the counter it has just written.
     """
     codes = codes.reshape(1) if codes.ndim == 0 else codes
     lane = jax.lax.broadcasted_iota(jnp.int32, codes.shape, codes.ndim - 1) % _LANES
