@@ -211,6 +211,12 @@ def update_results(path: Path, row: dict):
     path.write_text("\n".join(lines) + "\n")
 
 
+def print_jax(j: dict, steps: int) -> None:
+    print(f"jax:   {j['steps_per_s']:10.0f} steps/s  ({j['run_s']:.2f} s for {steps} steps; compile "
+          f"{j['compile_s']:.2f} s apart; {j['cpu_us_per_step']:.1f} CPU-us/step)  val {j['val']:.4f} "
+          f"(calibrated {j['val_calibrated']:.4f})", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=200_000)
@@ -240,8 +246,7 @@ def main(argv=None):
         jax_run = JaxRun(splits, args.chunk, args.unroll, args.seed)
         jax_run.block(args.steps)
         j = jax_run.result()
-        print(f"jax:   {j['steps_per_s']:10.0f} steps/s  ({j['run_s']:.2f} s for {args.steps} steps; compile "
-              f"{j['compile_s']:.2f} s apart)  val {j['val']:.4f} (calibrated {j['val_calibrated']:.4f})")
+        print_jax(j, args.steps)
         return j["steps_per_s"]
 
     probes = {}
@@ -259,9 +264,7 @@ def main(argv=None):
               f"{torch_run.i / torch_run.run_s:6.0f} steps/s", flush=True)
     j, t = jax_run.result(), torch_run.result()
     t["probes"] = probes
-    print(f"jax:   {j['steps_per_s']:10.0f} steps/s  ({j['run_s']:.2f} s for {args.steps} steps; compile "
-          f"{j['compile_s']:.2f} s apart; {j['cpu_us_per_step']:.1f} CPU-us/step)  val {j['val']:.4f} "
-          f"(calibrated {j['val_calibrated']:.4f})", flush=True)
+    print_jax(j, args.steps)
     print(f"torch: {t['steps_per_s']:10.0f} steps/s  ({t['run_s']:.2f} s for {args.steps} steps, "
           f"{t['threads']} thread(s), torch {t['torch']} CPU; {t['cpu_us_per_step']:.1f} CPU-us/step)  "
           f"val {t['val']:.4f}", flush=True)

@@ -85,7 +85,8 @@ def summarize(x: jax.Array, bins: int = N_BINS, saturation: float = SATURATION,
     n = x.size
     # Sums of (x − c) and (x − c)² fuse into one pass; c, any one value of x, keeps E[d²] − E[d]² from
     # cancelling when the mean is large against the std.
-    d = x - x[(0,) * x.ndim]
+    c = x[(0,) * x.ndim]
+    d = x - c
     d_mean = d.sum() / n
     var = jnp.maximum((d * d).sum() / n - d_mean * d_mean, 0.0)
     # One scatter counts both the |x| histogram and saturation: code = 2·bin + (|x| > saturation).
@@ -94,7 +95,7 @@ def summarize(x: jax.Array, bins: int = N_BINS, saturation: float = SATURATION,
     counts = _count_codes(codes, 2 * (bins + 1)).reshape(bins + 1, 2)
     abs_hist = counts[:bins].sum(1).astype(jnp.float32)
     out = {
-        "mean": x[(0,) * x.ndim] + d_mean,
+        "mean": c + d_mean,
         "std": jnp.sqrt(var),
         "hist": abs_hist,
         "dead": abs_hist[0] / n,

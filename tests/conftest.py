@@ -1,7 +1,8 @@
 """Shared fixtures. Fashion-MNIST comes from $JAXLEARN_FASHION_MNIST_DIR (offline) or a tfds download."""
 
-import numpy as np
 import pytest
+
+from _tiny import tiny_arrays
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +21,4 @@ def fashion_small(fashion):
 @pytest.fixture
 def tiny_data():
     """96 random 'images' with 3 classes whose label is readable from the pixels (learnable in a few steps)."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96).astype(np.int32)
-    x = (rng.random((96, 4, 4, 1)) * 60 + y[:, None, None, None] * 80).astype(np.uint8)
-    return x, y
+    return tiny_arrays()

@@ -18,6 +18,8 @@ from jaxlearn.checkpoint import CheckpointCB, CheckpointError, restore_checkpoin
 from jaxlearn.data import ArrayDataset, DataFileError, DataLoaders, load_dataset
 from jaxlearn.learner import Learner
 
+from _tiny import tiny_arrays
+
 
 class TinyNet(nn.Module):
     classes: int = 3
@@ -146,9 +148,7 @@ def test_more_corrupt_data_files(tmp_path):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A Learner trained 2 epochs with a checkpoint after each (one compile for the whole module)."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96).astype(np.int32)
-    x = (rng.random((96, 4, 4, 1)) * 60 + y[:, None, None, None] * 80).astype(np.uint8)
+    x, y = tiny_arrays()
     d = tmp_path_factory.mktemp("ckpt")
     learn = Learner(TinyNet(), dls_of(x, y), optimizer=optax.sgd)
     learn.fit(2, callbacks=[CheckpointCB(d, async_save=False)])

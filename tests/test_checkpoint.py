@@ -21,6 +21,8 @@ from jaxlearn.checkpoint import CheckpointCB, CheckpointError, latest_step, rest
 from jaxlearn.data import DataLoaders
 from jaxlearn.learner import Callback, Learner
 
+from _tiny import tiny_arrays
+
 
 class Net(nn.Module):
     """Dense → BatchNorm → relu → dropout → Dense: norm statistics and dropout keys to carry over."""
@@ -73,9 +75,7 @@ def rows(metrics):
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     """An uninterrupted 4-epoch run, checkpointing every 3 epochs and keeping 1 (one compile, shared)."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96).astype(np.int32)
-    x = (rng.random((96, 4, 4, 1)) * 60 + y[:, None, None, None] * 80).astype(np.uint8)
+    x, y = tiny_arrays()
     d = tmp_path_factory.mktemp("full")
     metrics, cb = MetricsCB(show=False), CheckpointCB(d, every_n_epochs=3, keep=1, async_save=False)
     learn = make_learner((x, y))
@@ -146,16 +146,12 @@ def test_ctrl_c_in_a_real_process_leaves_a_loadable_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.path.dirname(__file__)!r})
-        import numpy as np
-        from test_checkpoint import make_learner, CheckpointCB
+        from test_checkpoint import make_learner, CheckpointCB, tiny_arrays
         from jaxlearn.learner import Callback
         class Slow(Callback):
             def after_batch(self, learn):
                 time.sleep(0.05)
-        rng = np.random.default_rng(0)
-        y = rng.integers(0, 3, 96).astype(np.int32)
-        x = (rng.random((96, 4, 4, 1)) * 60 + y[:, None, None, None] * 80).astype(np.uint8)
-        learn = make_learner((x, y))
+        learn = make_learner(tiny_arrays())
         print("ready", flush=True)
         learn.fit(1000, callbacks=[CheckpointCB({str(tmp_path)!r}, keep=2), Slow()])
     """)
@@ -174,9 +170,7 @@ def test_ctrl_c_in_a_real_process_leaves_a_loadable_checkpoint(tmp_path):
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     steps = ckpt.checkpoint_steps(tmp_path)
     assert steps and len(steps) <= 2
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96).astype(np.int32)
-    x = (rng.random((96, 4, 4, 1)) * 60 + y[:, None, None, None] * 80).astype(np.uint8)
+    x, y = tiny_arrays()
     learn = make_learner((x, y))
     position = restore_checkpoint(learn, tmp_path)
     assert position["epochs_done"] == steps[-1] >= 1 and int(learn.state.step) == 6 * steps[-1]
