@@ -9,9 +9,10 @@ The two alternate in blocks of ``--block`` steps (20,000), each block continuing
 see the same load when other jobs share the machine; steps/s are totals over the blocks. Both train the same
 model the same way: n_embd 10, n_hidden 200, block 3, the lecture's hand-written BatchNorm
 (no b1), batch 32 drawn with replacement, SGD lr 0.1 → 0.01 at step 100,000, the per-step loss kept.
-* JAX: ``jaxlearn.makemore.train`` — ``--chunk`` steps per jitted ``lax.scan`` call, minibatches drawn on the
-  device for the whole chunk at once, one device→host copy (the chunk's losses) per call. The compile time is
-  reported apart from the steps/s. Runs on whatever device jax picks (CPU here, the GPU on a GPU machine).
+* JAX: jaxlearn's Learner, the same compiled train call as every other model (``makemore.lecture_learner``) —
+  ``--chunk`` steps per call (a ``lax.scan``), each epoch's minibatch indices drawn on the device, the losses
+  kept on the device until the end of each block. The compile time is reported apart from the steps/s. Runs on
+  whatever device jax picks (CPU here, the GPU on a GPU machine).
 * PyTorch: the lecture's loop verbatim (``torch.randint`` minibatch, forward, ``loss.backward()``,
   ``p.data += -lr * p.grad``, ``lossi.append(loss.log10().item())``), always on the CPU. Torch's intra-op thread
   count is chosen by a short probe (2,000 steps or 5 s) of its default and of 1 thread, and the faster one
@@ -64,36 +65,40 @@ def cpu_model() -> str:
 
 
 class JaxRun:
-    """jaxlearn's compiled loop, run block by block (each block continues the last: same state, same compiled
-    chunk), so that its blocks can alternate with torch's."""
+    """jaxlearn's Learner on the makemore model (``makemore.lecture_learner``: the one core, ``chunk`` steps per
+    compiled call), run block by block: each block is a fit that continues the last (same state, same compiled
+    call), so that its blocks can alternate with torch's. The first call compiles; it runs before the timing, on
+    a trial copy of the state (``Learner.trial``), and is reported apart."""
 
-    def __init__(self, splits, chunk: int, unroll: int, seed: int):
-        self.Xtr, self.Ytr = splits["train"]
-        self.splits, self.chunk, self.unroll, self.seed = splits, chunk, unroll, seed
-        self.model = RUNG.model
-        self.tx = mm.sgd()
-        self.variables = mm.init(self.model, seed)
-        self.state = None
-        self.run_s = self.cpu_s = self.compile_s = 0.0
+    def __init__(self, splits, chunk: int, seed: int):
+        self.splits = splits
+        self.learn = mm.lecture_learner(RUNG.model, data.names_loaders(32, batches_per_epoch=chunk), seed=seed,
+                                        steps_per_call=chunk)
+        with self.learn.trial(callbacks=[]):
+            t0 = time.perf_counter()
+            mm.train(self.learn, chunk)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            mm.train(self.learn, chunk)
+            self.compile_s = max(first - (time.perf_counter() - t0), 0.0)
+        self.run_s = self.cpu_s = 0.0
         self.steps = 0
         self.losses = []
 
     def block(self, steps: int):
-        res = mm.train(self.model, self.variables, self.Xtr, self.Ytr, steps=steps, chunk=self.chunk,
-                       unroll=self.unroll, seed=self.seed + 1, tx=self.tx, state=self.state)
-        self.state, self.variables = res.state, res.variables
-        self.run_s += res.run_s
-        self.cpu_s += res.run_cpu_s
-        self.compile_s += res.compile_s
+        t0, c0 = time.perf_counter(), time.process_time()
+        self.losses.append(mm.train(self.learn, steps))  # ends with the losses' one device→host copy
+        self.run_s += time.perf_counter() - t0
+        self.cpu_s += time.process_time() - c0
         self.steps += steps
-        self.losses.append(res.losses)
 
     def result(self):
-        model, v = self.model, self.variables
+        model, v = RUNG.model, mm.variables_of(self.learn)
         return {"steps_per_s": self.steps / self.run_s, "run_s": self.run_s, "compile_s": self.compile_s,
                 "cpu_us_per_step": self.cpu_s / self.steps * 1e6,
                 "val": mm.split_loss(model, v, *self.splits["valid"]),
-                "val_calibrated": mm.split_loss(model, mm.calibrate(model, v, self.Xtr), *self.splits["valid"])}
+                "val_calibrated": mm.split_loss(model, mm.calibrate(model, v, self.splits["train"][0]),
+                                                *self.splits["valid"])}
 
 
 class TorchRun:
@@ -223,7 +228,6 @@ def main(argv=None):
     p.add_argument("--chunk", type=int, default=10_000, help="training steps per compiled JAX call")
     p.add_argument("--block", type=int, default=20_000,
                    help="JAX and torch alternate in blocks of this many steps (same load for both)")
-    p.add_argument("--unroll", type=int, default=1, help="lax.scan unroll")
     p.add_argument("--torch-threads", type=int, default=None, help="fix torch's thread count (default: probe)")
     p.add_argument("--probe-steps", type=int, default=2000, help="steps of each thread probe (at most 5 s)")
     p.add_argument("--seed", type=int, default=mm.LECTURE_SEED)
@@ -241,9 +245,11 @@ def main(argv=None):
     device = f"{jax.default_backend()}: {dev.device_kind}"
     print(f"machine: {machine}; jax {jax.__version__} on {device}; python {platform.python_version()}")
     print(f"model: {RUNG.name}, {mm.count_params(mm.init(RUNG.model))} params; {args.steps} steps, batch 32")
+    if args.block % args.chunk or args.steps % args.chunk:
+        p.error(f"--steps and --block must be multiples of --chunk ({args.chunk})")
 
     if args.jax_only:
-        jax_run = JaxRun(splits, args.chunk, args.unroll, args.seed)
+        jax_run = JaxRun(splits, args.chunk, args.seed)
         jax_run.block(args.steps)
         j = jax_run.result()
         print_jax(j, args.steps)
@@ -253,7 +259,7 @@ def main(argv=None):
     threads = args.torch_threads
     if threads is None:
         threads, probes = torch_threads(splits, min(args.probe_steps, args.steps))
-    jax_run, torch_run = JaxRun(splits, args.chunk, args.unroll, args.seed), TorchRun(splits, threads)
+    jax_run, torch_run = JaxRun(splits, args.chunk, args.seed), TorchRun(splits, threads)
     done = 0
     while done < args.steps:  # alternate blocks, so that both see the same load on a shared machine
         n = min(args.block, args.steps - done)

@@ -4,19 +4,20 @@ Everything is jaxlearn's own: BatchNorm from scratch, leaky Kaiming init, Genera
 optax transform, fastai's one-cycle schedule.
 
     python experiments/fashion_mnist.py --epochs 3 --bs 256 --lr 0.2 --out runs/fashion_mnist
+    python experiments/fashion_mnist.py --quick          # seconds: 1 epoch on the first 1,024 images
 
 Prints the epoch table and the test accuracy beside the lesson's number; writes ``OUT/results.json`` and
-``OUT/loss.png``.
+``OUT/loss.png`` (OUT: ``runs/fashion_mnist`` unless ``--out``). A loss that turns NaN stops the run with exit
+status 2 and no results.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import partial
-from pathlib import Path
 
+from jaxlearn import runs
 from jaxlearn.callbacks import BatchTransformCB, MetricsCB, ParamSchedulerCB, ProgressCB
 from jaxlearn.data import fashion_mnist_loaders, normalize
 from jaxlearn.init import kaiming_normal
@@ -31,16 +32,17 @@ LESSON_ACCURACY = 0.899  # lesson 17: BatchNorm, bs 256, 3 epochs at lr 0.2 then
 INPUT_MEAN, INPUT_STD = 0.28, 0.35  # Fashion-MNIST pixel statistics quoted in lesson 17
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--bs", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/fashion_mnist"))
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = runs.experiment_parser("fashion_mnist", __doc__.splitlines()[0], epochs=3, bs=256, lr=0.2, seed=0,
+                                    quick={"epochs": 1, "n_train": 1024})
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N images (quick runs)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+@runs.exit_on_run_error
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    runs.prepare_run(args)
     dls = fashion_mnist_loaders(args.bs, seed=args.seed, n_train=args.n_train)
     act = partial(GeneralRelu, leak=0.1, sub=0.4)
     model = get_model(act, norm=BatchNorm, kernel_init=kaiming_normal(a=0.1))
@@ -52,14 +54,14 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     learn.fit(args.epochs, callbacks=[ProgressCB(plot_path=args.out / "loss.png")])
     seconds = time.perf_counter() - t0
+    runs.check_history(metrics.history, hint=runs.lower_lr_hint(args.lr))
     test = learn.evaluate()
     print(f"test accuracy {test['accuracy']:.4f} after {args.epochs} epochs "
           f"(lesson 17: {LESSON_ACCURACY:.3f} after 3+1 epochs) in {seconds:.1f} s")
     results = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "lesson_accuracy": LESSON_ACCURACY,
                "epochs": args.epochs, "batch_size": args.bs, "lr": args.lr, "seed": args.seed,
-               "seconds": seconds, "history": metrics.history}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+               "n_train": len(dls.train), "quick": args.quick, "seconds": seconds, "history": metrics.history}
+    runs.write_json(args.out / "results.json", results)
     return results
 
 

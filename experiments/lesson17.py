@@ -1,7 +1,9 @@
 """fast.ai 2022 lesson 17's ladder on Fashion-MNIST, rung by rung, beside the lesson's numbers.
 
-    python experiments/lesson17.py                      # the whole ladder -> docs/lesson17/
+    python experiments/lesson17.py                      # the whole ladder -> runs/lesson17/
+    python experiments/lesson17.py --docs               # the same, published: -> docs/lesson17/
     python experiments/lesson17.py --rungs baseline batchnorm --out runs/l17
+    python experiments/lesson17.py --quick              # seconds: batchnorm, 1 epoch a fit, 1,024 images
 
 Every rung trains the lesson's plain stride-2 CNN (1→8→16→32→64→10) with SGD + momentum 0.85 (the lesson's
 ``MomentumLearner``: heavy-ball momentum, ``optax.sgd(momentum=0.85)``), lr 0.2 and batch size 1024, for as many
@@ -19,6 +21,9 @@ rung changes one thing:
                     fresh optimizer) 2 more at lr 0.05 — two rows, ``batchnorm`` and ``batchnorm_5ep``;
 8. ``beyond``       past the lesson with the same plain CNN: AdamW + one-cycle (fastai's follow-up), 5 epochs.
 
+``--epochs``, ``--bs`` and ``--lr`` override every rung's (the continuation of ``batchnorm`` keeps its lr 0.05).
+A rung whose loss turns NaN stops the run with exit status 2, before its results are written.
+
 Each rung's test accuracy is printed beside the lesson's and saved; the script writes ``OUT/results.json``
 (rows ``{rung, test_accuracy, lesson_accuracy, epochs, ...}``; rungs not run this time are kept from an earlier
 ``results.json``), ``OUT/README.md`` (the table) and, per rung, ``OUT/<rung>_stats.png`` (activation means and
@@ -31,9 +36,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -42,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn import optim, schedules
+from jaxlearn import optim, runs, schedules
 from jaxlearn.callbacks import ActivationStats, BatchTransformCB, MetricsCB, ParamSchedulerCB, lr_find
 from jaxlearn.data import DataLoaders, fashion_mnist, normalize
 from jaxlearn.init import kaiming_normal, lsuv, torch_default
@@ -202,6 +208,8 @@ def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, 
         if stage.fresh_optimizer:
             learn.state = learn.state.replace(opt_state=learn.state.tx.init(learn.state.params))
         learn.fit(stage.epochs, lr=stage.lr, callbacks=fit_cbs)
+        runs.check_history(metrics.history, at=f"rung {rung.name}",
+                           hint=runs.lower_lr_hint(stage.lr if stage.lr is not None else rung.lr))
         stats_parts.append(astats.stats)
         epochs += stage.epochs
         if stage.row is not None:
@@ -306,27 +314,41 @@ def write_readme(out: Path, rows: list[dict]) -> None:
     (out / "README.md").write_text("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/lesson17"))
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = runs.experiment_parser(
+        "lesson17", __doc__.splitlines()[0], seed=0, epochs=None, bs=None, lr=None,
+        helps={"epochs": "epochs of every fit of every rung (default: the lesson's, per rung)",
+               "bs": "batch size of every rung (default: the lesson's, 1024, or 256 with BatchNorm)",
+               "lr": "learning rate of every rung (default: the lesson's, per rung; batchnorm's continuation "
+                     "keeps its 0.05)"},
+        quick={"rungs": ["batchnorm"], "epochs": 1, "n_train": 1024})
     parser.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS),
                         help="rungs to run (default: all, in ladder order)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N images (smoke runs)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite OUT/README.md from OUT/results.json (notes from the current ladder); no training")
     parser.add_argument("--steps-per-call", type=int, default=1,
                         help="batches per compiled call (lax.scan); the LR finder always steps one at a time")
-    args = parser.parse_args(argv)
-    command = "python experiments/lesson17.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    return parser.parse_args(argv)
 
-    args.out.mkdir(parents=True, exist_ok=True)
+
+def with_overrides(rung: Rung, epochs: int | None, bs: int | None, lr: float | None) -> Rung:
+    """``rung`` with the command line's --epochs (every fit), --bs and --lr where they were given."""
+    stages = [replace(stage, epochs=epochs) for stage in rung.stages] if epochs is not None else rung.stages
+    return replace(rung, stages=stages, bs=bs if bs is not None else rung.bs, lr=lr if lr is not None else rung.lr)
+
+
+@runs.exit_on_run_error
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    command = "python experiments/lesson17.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    runs.prepare_run(args)
     if args.report_only:
         rows = load_previous(args.out / "results.json")
         notes = {s.row: s.notes or r.notes for r in LADDER for s in r.stages if s.row}
         for row in rows:
             row["notes"] = notes.get(row["rung"], row.get("notes", ""))
-        (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+        runs.write_json(args.out / "results.json", rows, indent=1)
         write_readme(args.out, rows)
         return rows
     data = fashion_mnist()
@@ -334,12 +356,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     t0 = time.perf_counter()
     for name in [n for n in RUNGS if n in args.rungs]:
         print(f"== {name}: {RUNGS[name].notes}")
-        new_rows += run_rung(RUNGS[name], data, args.out, args.seed, args.n_train, args.steps_per_call)
+        rung = with_overrides(RUNGS[name], args.epochs, args.bs, args.lr)
+        new_rows += run_rung(rung, data, args.out, args.seed, args.n_train, args.steps_per_call)
     total = time.perf_counter() - t0
     for r in new_rows:
         r["command"] = command.strip()
     rows = merge(load_previous(args.out / "results.json"), new_rows)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    runs.write_json(args.out / "results.json", rows, indent=1)
     write_readme(args.out, rows)
     print(f"\n{'rung':>14} {'ours':>8} {'lesson':>24} {'epochs':>6}")
     for r in rows:

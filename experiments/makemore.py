@@ -2,9 +2,11 @@
 the lecture's numbers.
 
     python experiments/makemore.py                 # full: 200,000 steps per rung (a few minutes on a CPU)
+    python experiments/makemore.py --docs          # the same, published to docs/makemore/
     python experiments/makemore.py --steps 5000 --out /tmp/mm --diag-steps 200   # quick look
+    python experiments/makemore.py --quick         # seconds: 1,000 steps per rung, no deep-net diagnostics
 
-Writes under ``--out`` (default docs/makemore):
+Writes under ``--out`` (default runs/makemore; docs/makemore with ``--docs``):
   results.json      list of {rung, train_loss, val_loss, lecture_train, lecture_val, ...} — the ladder
   diagnostics.json  per deep-net configuration and tanh layer: mean, std, % saturated, gradient std, at init
                     and after --diag-steps steps; grad:data and final update:data ratios per weight
@@ -13,22 +15,24 @@ Writes under ``--out`` (default docs/makemore):
   deep_*.png        per configuration: activation / activation-gradient / weight-gradient histograms at init
                     and after training, and the update:data ratio over training with the -3 guideline
   deep_summary.png  activation std and % saturated per layer for every configuration
-Names come from $JAXLEARN_NAMES_PATH (makemore's names.txt).
+Names come from $JAXLEARN_NAMES_PATH (makemore's names.txt). A rung whose training loss turns NaN stops the run
+with exit status 2 and no results.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from jaxlearn import data
+from jaxlearn import data, runs
 from jaxlearn import makemore as mm
 
 TOLERANCE = 0.02
+DIVERGED_HINT = "the lecture's SGD (lr 0.1, then 0.01) should not diverge: check the rung's initialization"
 
 # (file stem, title, model, lr, what the lecture says[, steps]) — the linear sandwiches are a look at init only
 # (their point is the forward / backward statistics; gain 5/3 without tanh diverges when trained)
@@ -56,19 +60,24 @@ def run_ladder(splits, steps: int, seed: int, out: Path):
     Xva, Yva = splits["valid"]
     Xte, Yte = splits["test"]
     rows, curves, trained = [], {}, {}
+    # the lecture's batches of 32 drawn with replacement, 10,000 steps per epoch (and per compiled call)
+    dls = data.names_loaders(32, batches_per_epoch=math.gcd(steps, 10_000))
     print(f"{'rung':52s} {'init':>7s} {'train':>7s} {'val':>7s}   lecture: {'init':>7s} {'train':>7s} "
           f"{'val':>7s}")
     for i, rung in enumerate(mm.LADDER):
         model = rung.model
         if rung.calibrated:  # the same trained BatchNorm model, scored with calibrated statistics
-            variables, res = trained[model]
+            variables, losses, seconds = trained[model]
             variables = mm.calibrate(model, variables, Xtr)
         else:
-            variables = mm.init(model, seed)
-            res = mm.train(model, variables, Xtr, Ytr, steps=steps, seed=seed + 1, chunk=10_000)
-            variables = res.variables
-            trained[model] = (variables, res)
-            curves[rung.name] = res.losses
+            t0 = time.perf_counter()
+            learn = mm.lecture_learner(model, dls, seed=seed)
+            losses = mm.train(learn, steps)
+            seconds = time.perf_counter() - t0
+            runs.check_finite(losses, f"the training loss of rung {rung.name!r}", hint=DIVERGED_HINT)
+            variables = mm.variables_of(learn)
+            trained[model] = (variables, losses, seconds)
+            curves[rung.name] = losses
         row = {
             "rung": rung.name,
             "train_loss": mm.split_loss(model, variables, Xtr, Ytr),
@@ -76,13 +85,12 @@ def run_ladder(splits, steps: int, seed: int, out: Path):
             "lecture_train": rung.lecture_train,
             "lecture_val": rung.lecture_val,
             "test_loss": mm.split_loss(model, variables, Xte, Yte),
-            "init_loss": float(res.losses[0]),
+            "init_loss": float(losses[0]),
             "lecture_init_loss": rung.lecture_init_loss,
             "expected_init_loss": mm.EXPECTED_INIT_LOSS,
             "steps": steps,
             "params": mm.count_params(variables),
-            "train_seconds": round(res.run_s, 2),
-            "compile_seconds": round(res.compile_s, 2),
+            "train_seconds": round(seconds, 2),  # compilation included
         }
         row["within_tolerance"] = bool(abs(row["train_loss"] - row["lecture_train"]) <= TOLERANCE
                                        and abs(row["val_loss"] - row["lecture_val"]) <= TOLERANCE)
@@ -118,14 +126,14 @@ def plot_ladder(curves, path):
     plt.close(fig)
 
 
-def run_deep(splits, steps: int, seed: int, out: Path):
-    Xtr, Ytr = splits["train"]
+def run_deep(steps: int, seed: int, out: Path):
+    dls = data.names_loaders(32)
     results = {}
     for stem, title, kwargs, lr, lecture, *n in DEEP_CONFIGS:
         model = mm.DeepMLP(**kwargs)
         n_steps = n[0] if n else steps
         t0 = time.perf_counter()
-        res = mm.run_diagnostics(model, Xtr, Ytr, steps=n_steps, lr=lr, seed=seed + 1, init_seed=seed)
+        res = mm.run_diagnostics(model, dls, steps=n_steps, lr=lr, seed=seed)
         names = mm.weight_ratio_names(res.variables["params"])
         entry = {
             "title": title, "lr": lr, "lecture": lecture, "params": mm.count_params(res.variables),
@@ -213,24 +221,30 @@ def write_readme(out: Path, rows, samples, deep, steps: int, diag_steps: int):
     (out / "README.md").write_text("\n".join(lines))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="docs/makemore")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    steps_not_epochs = "makemore trains for --steps minibatches of 32 with the lecture's SGD schedule"
+    p = runs.experiment_parser("makemore", __doc__, seed=mm.LECTURE_SEED,
+                               not_applicable={"epochs": steps_not_epochs, "bs": steps_not_epochs,
+                                               "lr": steps_not_epochs},
+                               quick={"steps": 1000, "skip_deep": True})
     p.add_argument("--steps", type=int, default=200_000, help="training steps per rung of the ladder")
     p.add_argument("--diag-steps", type=int, default=1000, help="steps of each deep-net diagnostic run")
-    p.add_argument("--seed", type=int, default=mm.LECTURE_SEED)
-    p.add_argument("--skip-deep", action="store_true")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    p.add_argument("--skip-deep", action="store_true", help="no deep-net diagnostics")
+    return p.parse_args(argv)
+
+
+@runs.exit_on_run_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = runs.prepare_run(args)
     vocab, splits = data.names_splits(data.load_names())
     splits["vocab"] = vocab
     print({k: len(v[0]) for k, v in splits.items() if k != "vocab"})
     t0 = time.perf_counter()
     rows, samples = run_ladder(splits, args.steps, args.seed, out)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
-    deep = {} if args.skip_deep else run_deep(splits, args.diag_steps, args.seed, out)
-    (out / "diagnostics.json").write_text(json.dumps(deep, indent=1))
+    runs.write_json(out / "results.json", rows, indent=1)
+    deep = {} if args.skip_deep else run_deep(args.diag_steps, args.seed, out)
+    runs.write_json(out / "diagnostics.json", deep, indent=1)
     write_readme(out, rows, samples, deep, args.steps, args.diag_steps)
     print(f"wrote {out}/ in {time.perf_counter() - t0:.0f} s")
     missed = [r["rung"] for r in rows if not r["within_tolerance"]]

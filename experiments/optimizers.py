@@ -1,6 +1,8 @@
 """Lesson 17's optimizers on the BatchNorm CNN, SGDR snapshots, and DLVU's optimizer demos.
 
-    python experiments/optimizers.py --out docs/optimizers
+    python experiments/optimizers.py                    # -> runs/optimizers/
+    python experiments/optimizers.py --docs             # the same, published: -> docs/optimizers/
+    python experiments/optimizers.py --quick            # seconds: the demos and 1 epoch of SGD on 1,024 images
 
 Trains lesson 17's CNN (jaxlearn.norms.BatchNorm, GeneralRelu(0.1, 0.4), leaky Kaiming init, input
 normalization, batch size 1024, 3 epochs) on Fashion-MNIST with each of jaxlearn.optim's optimizers at the
@@ -14,14 +16,16 @@ lesson's learning rates, plus AdamW with one-cycle and momentum with SGDR + a sn
   constant gradient, Adam vs SGD on fast.ai 2018's linear regression y = 2x + 30, and L2 vs decoupled
   weight decay for SGD / momentum / Adam.
 
-``--demos-only`` skips the CNN runs (seconds); ``--n-train N`` trains on the first N images.
+``--demos-only`` skips the CNN runs (seconds); ``--n-train N`` trains on the first N images; ``--lr`` replaces
+every optimizer's lesson learning rate. A run whose loss turns NaN stops the script with exit status 2 and no
+results.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -36,37 +40,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxlearn import optim  # noqa: E402
+from jaxlearn import optim, runs  # noqa: E402
 from jaxlearn.callbacks import BatchTransformCB, MetricsCB, ParamSchedulerCB, RecorderCB  # noqa: E402
 from jaxlearn.data import fashion_mnist_loaders, normalize  # noqa: E402
 from jaxlearn.init import kaiming_normal  # noqa: E402
 from jaxlearn.layers import GeneralRelu  # noqa: E402
-from jaxlearn.learner import Callback, Learner  # noqa: E402
+from jaxlearn.learner import Learner  # noqa: E402
 from jaxlearn.models import get_model  # noqa: E402
+from jaxlearn.monitor import SmoothedLossCB  # noqa: E402
 from jaxlearn.norms import BatchNorm  # noqa: E402
 from jaxlearn.plots import save  # noqa: E402
-from jaxlearn.schedules import (SGDRSnapshotCB, one_cycle, one_cycle_momentum, sgdr,  # noqa: E402
-                                snapshot_ensemble_accuracy)
+from jaxlearn.schedules import one_cycle, one_cycle_momentum, sgdr  # noqa: E402
+from jaxlearn.snapshots import SGDRSnapshotCB, snapshot_ensemble_accuracy  # noqa: E402
 
 INPUT_MEAN, INPUT_STD = 0.28, 0.35  # Fashion-MNIST pixel statistics quoted in lesson 17
 
 
 # ------------------------------------------------------------------------------------------- CNN runs
-
-class LossesCB(Callback):
-    """Every training batch's loss (kept on the device until the end)."""
-
-    def before_fit(self, learn: Learner) -> None:
-        self._chunks: list[jax.Array] = []
-
-    def after_batch(self, learn: Learner) -> None:
-        if learn.training:
-            self._chunks.append(learn.loss)
-
-    @property
-    def losses(self) -> np.ndarray:
-        return np.asarray(jnp.concatenate(self._chunks)) if self._chunks else np.zeros(0)
-
 
 def run_specs() -> list[dict]:
     """The lesson-17 runs: name, optimizer factory, lr, the lesson's accuracy, a callbacks factory.
@@ -108,7 +98,7 @@ def train_one(spec: dict, dls, epochs: int, seed: int) -> dict:
     """Train the lesson-17 CNN with ``spec``'s optimizer; returns the row of results.json (+ losses)."""
     act = partial(GeneralRelu, leak=0.1, sub=0.4)
     model = get_model(act, norm=BatchNorm, kernel_init=kaiming_normal(a=0.1))
-    losses, metrics = LossesCB(), MetricsCB()
+    losses, metrics = SmoothedLossCB(), MetricsCB()
     make_callbacks = spec.get("callbacks")
     extra = make_callbacks(spec["lr"], dls.train.n_batches) if make_callbacks else []
     learn = Learner(model, dls, optimizer=spec["factory"], lr=spec["lr"], seed=seed,
@@ -130,7 +120,7 @@ def train_one(spec: dict, dls, epochs: int, seed: int) -> dict:
             row["snapshot_ensemble_accuracy"] = ens["ensemble"]
         if isinstance(cb, RecorderCB):
             row["_recorder"] = cb
-    row["_losses"] = losses.losses
+    row["_losses"] = losses.raw
     print(f"test accuracy {test['accuracy']:.4f} (lesson: {spec['lesson_accuracy']}) in {seconds:.0f} s")
     return row
 
@@ -426,23 +416,27 @@ def write_readme(out: Path, rows: list[dict], demos: dict, command: str, seconds
     (out / "README.md").write_text("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/optimizers"))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--bs", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=0)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = runs.experiment_parser(
+        "optimizers", __doc__.splitlines()[0], epochs=3, bs=1024, lr=None, seed=0,
+        helps={"lr": "learning rate of every optimizer (default: each one's from the lesson)"},
+        quick={"epochs": 1, "n_train": 1024, "only": "sgd"})
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N images (quick runs)")
     parser.add_argument("--only", default=None, help="comma-separated substrings of the runs to train")
     parser.add_argument("--demos-only", action="store_true", help="skip the CNN runs")
-    args = parser.parse_args(argv)
-    command = "python experiments/optimizers.py" + (f" {' '.join(argv)}" if argv else "")
+    return parser.parse_args(argv)
+
+
+@runs.exit_on_run_error
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    command = " ".join(["python experiments/optimizers.py", *(sys.argv[1:] if argv is None else argv)])
+    runs.prepare_run(args)
     t_start = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
 
     demos = run_demos(args.out)
     print_demos(demos)
-    (args.out / "demos.json").write_text(json.dumps(demos, indent=2))
+    runs.write_json(args.out / "demos.json", demos)
 
     rows: list[dict] = []
     if not args.demos_only:
@@ -451,7 +445,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.only:
             specs = [s for s in specs if any(k in s["optimizer"] for k in args.only.split(","))]
         for spec in specs:
+            spec = spec if args.lr is None else {**spec, "lr": args.lr}
             rows.append(train_one(spec, dls, args.epochs, args.seed))
+            runs.check_history(rows[-1]["history"], at=spec["optimizer"], hint=runs.lower_lr_hint(spec["lr"]))
         plot_losses(rows, args.out / "losses.png")
         for r in rows:
             rec = r.get("_recorder")
@@ -460,8 +456,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print("\n| optimizer | lr | ours | lesson |")
         for r in rows:
             print(f"| {r['optimizer']} | {r['lr']:g} | {_fmt(r['test_accuracy'])} | {_fmt(r['lesson_accuracy'])} |")
-        (args.out / "results.json").write_text(json.dumps(
-            [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], indent=2))
+        runs.write_json(args.out / "results.json",
+                        [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
     seconds = time.perf_counter() - t_start
     write_readme(args.out, rows, demos, command, seconds)
     print(f"\ndone in {seconds:.0f} s; outputs in {args.out}")

@@ -1,6 +1,7 @@
 """course22 lesson 14's ResNet on Fashion-MNIST: AdamW + one-cycle, optional augmentation and TTA.
 
     python experiments/resnet.py --epochs 5 --out runs/resnet5                        # goal >= 92.5%
+    python experiments/resnet.py --quick                                             # seconds: a tiny ResNet
     python experiments/resnet.py --epochs 20 --augment --tta --tta-n 4 --lr 4e-2 --out runs/resnet20_aug
                                                                                       # goal >= 94.5% (TTA)
 
@@ -15,23 +16,23 @@ compiled step; ``--erase`` adds random erasing. ``--tta`` averages the probabili
 its mirror image (``--tta-n`` adds random augmented views). The learning rate and Adam's b1 follow one-cycle
 *per step*, inside the compiled step (optax schedules), so ``--steps-per-call`` (batches per compiled call,
 ``lax.scan``; default a whole epoch on GPU, 1 on CPU) changes nothing but speed. Writes ``OUT/results.json``
-(test / TTA accuracy with 95% CIs, epoch table, wall time, device) and ``OUT/loss.png``. Runs unchanged on
+(test / TTA accuracy with 95% CIs, epoch table, wall time, device) and ``OUT/loss.png`` (OUT: ``runs/resnet``
+unless ``--out``); a non-finite loss or gradient stops it with exit status 2 and no results. Runs unchanged on
 CPU or GPU (data read from the IDX files in ``$JAXLEARN_FASHION_MNIST_DIR`` when it is set, else tfds).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 
+from jaxlearn import runs
 from jaxlearn.augment import AugmentCB, flip, pad_crop, random_erase, tta_accuracy
 from jaxlearn.callbacks import BatchTransformCB, MetricsCB, ProgressCB
 from jaxlearn.data import FASHION_MNIST_ENV, DataLoaders, fashion_mnist, normalize
@@ -47,10 +48,9 @@ GOALS = {5: 0.925, 20: 0.945}  # the issue's targets: plain 5 epochs; augmentati
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--bs", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=2e-2, help="one-cycle peak learning rate")
+    p = runs.experiment_parser("resnet", __doc__.splitlines()[0], epochs=5, bs=1024, lr=2e-2, seed=0,
+                               helps={"lr": "one-cycle peak learning rate"},
+                               quick={"epochs": 1, "bs": 128, "n_train": 512, "n_test": 512, "nfs": "8,16"})
     p.add_argument("--wd", type=float, default=1e-2, help="AdamW decoupled weight decay")
     p.add_argument("--pct-start", type=float, default=0.3)
     p.add_argument("--augment", action="store_true", help="random flip + pad-and-random-crop (--pad)")
@@ -63,9 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="batches per compiled call (default: a whole epoch on GPU/TPU, 1 on CPU)")
     p.add_argument("--n-train", type=int, default=None, help="train on the first N images (quick runs)")
     p.add_argument("--n-test", type=int, default=None, help="test on the first N test images (quick runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    p.add_argument("--out", type=Path, default=Path("runs/resnet"))
     args = p.parse_args(argv)
     if args.erase and not args.augment:
         p.error("--erase needs --augment")
@@ -78,8 +75,10 @@ def device_description() -> str:
                                                                     f", {jax.device_count()} device(s))")
 
 
+@runs.exit_on_run_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    runs.prepare_run(args)
     # With local IDX files, read them directly (the same arrays as tfds, without importing TensorFlow).
     splits = fashion_mnist(use_tfds=not os.environ.get(FASHION_MNIST_ENV))
     (x, y), (xt, yt) = splits["train"], splits["test"]
@@ -99,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         learning_rate=one_cycle(args.lr, total_steps, pct_start=args.pct_start),
         b1=one_cycle_momentum(total_steps, pct_start=args.pct_start), weight_decay=args.wd)
     model = fmnist_resnet(nfs=tuple(int(n) for n in args.nfs.split(",")))
-    callbacks = [BatchTransformCB(normalize(INPUT_MEAN, INPUT_STD)), NaNGuardCB(every=max(1, n_batches // spc))]
+    guard = NaNGuardCB(every=max(1, n_batches // spc))
+    callbacks = [BatchTransformCB(normalize(INPUT_MEAN, INPUT_STD)), guard]
     if args.augment:
         tfms = [flip(), pad_crop(args.pad)] + ([random_erase()] if args.erase else [])
         callbacks.append(AugmentCB(*tfms))
@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     learn.fit(args.epochs, callbacks=fit_cbs)
     jax.block_until_ready(learn.state.params)
     seconds = time.perf_counter() - t0
+    if guard.bad is not None:  # the guard stopped the fit at the first non-finite number
+        raise runs.DivergedError(f"diverged: non-finite {' and '.join(guard.bad['what'])} at epoch "
+                                 f"{guard.bad['epoch']}, optimizer step {guard.bad['step']} — "
+                                 f"{runs.lower_lr_hint(args.lr)}")
     test = learn.evaluate()
     n_test = len(xt)
     print(f"test accuracy {format_accuracy(test['accuracy'], n_test)} after {args.epochs} epochs in {seconds:.1f} s")
@@ -141,9 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
                    history=metrics.history)
     if results["goal_met"] is not None:
         print(f"goal {goal:.3f}: {'met' if results['goal_met'] else 'NOT met'} ({best:.4f})")
-    args.out.mkdir(parents=True, exist_ok=True)
     losses.plot(args.out / "loss.png")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    runs.write_json(args.out / "results.json", results)
     return results
 
 

@@ -1,6 +1,7 @@
 """DLVU "Tools of the trade" / "Why does it work?" demos on Fashion-MNIST subsets, small enough for a CPU.
 
-    python experiments/why_it_works.py --out docs/why_it_works      # a few minutes on a laptop CPU
+    python experiments/why_it_works.py                  # a few minutes on a laptop CPU -> runs/why_it_works/
+    python experiments/why_it_works.py --docs           # the same, published to docs/why_it_works/
     python experiments/why_it_works.py --quick --out /tmp/wiw       # seconds: a smoke run on tiny subsets
 
 1. Memorization (Zhang et al. 2016): an MLP drives its training loss towards 0 on *random* labels (it
@@ -16,15 +17,17 @@
    lottery ticket (Frankle & Carbin 2019): retrain the pruned mask from the *original* init (rewind) vs from
    a fresh random init.
 
-Writes ``OUT/*.png``, ``OUT/results.json`` and ``OUT/README.md`` (the summary tables).
+Writes ``OUT/*.png``, ``OUT/results.json`` and ``OUT/README.md`` (the summary tables). Each demo has its own
+epochs, batch size, learning rates and seeds (in results.json's ``settings``), so ``--epochs``, ``--bs``, ``--lr``
+and ``--seed`` are refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +39,12 @@ import numpy as np
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from jaxlearn import runs
 from jaxlearn.callbacks import BatchTransformCB
 from jaxlearn.data import FASHION_MNIST_ENV, DataLoaders, fashion_mnist, normalize
 from jaxlearn.evaluation import accuracy_ci_halfwidth, format_accuracy
 from jaxlearn.learner import Learner
+from jaxlearn.step import copy_state
 from jaxlearn.optim import adam, adamw
 
 INPUT_MEAN, INPUT_STD = 0.28, 0.35
@@ -189,15 +194,14 @@ def search(d: Data, n_train: int, n_valid: int, epochs: int, budget_side: int, o
     train = (d.x[:n_train], d.y[:n_train])
     valid = (d.x[n_train:n_train + n_valid], d.y[n_train:n_train + n_valid])  # held out from *training* data
     learn = learner(MLP((128,)), train, valid, bs=128, lr=1e-3, optimizer=adamw)
-    init_state = learn.state
     lr_range, wd_range = (1e-5, 1e-1), (1e-5, 1e0)
 
     def score(lr, wd):
-        learn.state, learn.epochs_done = init_state, 0  # same init, same shuffles: only lr and wd differ
-        learn.set_hyper("learning_rate", lr)
-        learn.set_hyper("weight_decay", wd)
-        learn.fit(epochs, valid=False)
-        return learn.evaluate()["accuracy"], learn.state
+        with learn.trial():  # every trial from the same init, same shuffles: only lr and wd differ
+            learn.set_hyper("learning_rate", lr)
+            learn.set_hyper("weight_decay", wd)
+            learn.fit(epochs, valid=False)
+            return learn.evaluate()["accuracy"], copy_state(learn.state)
 
     k = budget_side
     grid = [(lr, wd) for lr in np.geomspace(*lr_range, k) for wd in np.geomspace(*wd_range, k)]
@@ -297,7 +301,7 @@ def pruning(d: Data, n_train: int, epochs: int, keeps: list[float], ticket_keeps
     train = (d.x[:n_train], d.y[:n_train])
     lr = 1e-3
     learn = learner(MLP((300, 100)), train, (d.xt, d.yt), bs=128, lr=lr, seed=0)
-    theta0 = learn.state.params
+    theta0 = copy_state(learn.state.params)
     learn.fit(epochs, valid=False)
     trained = learn.state
     full_acc = test_accuracy(learn, d)
@@ -352,7 +356,7 @@ def pct(p: float, n: int) -> str:
 def write_readme(r: dict, out: Path, n_test: int) -> None:
     s = r["settings"]
     L = ["# Why it works: DLVU demos on Fashion-MNIST", "",
-         f"Produced by `python experiments/why_it_works.py --out {out}` in {r['seconds']:.0f} s on {r['device']} "
+         f"Produced by `{r['command']}` in {r['seconds']:.0f} s on {r['device']} "
          f"(jax {r['jax_version']}). Accuracies are % ± the 95% confidence half-width 1.96·sqrt(p(1-p)/n) "
          f"(n = {n_test:,} test images unless stated).", ""]
     m = r["memorization"]
@@ -424,12 +428,20 @@ def write_readme(r: dict, out: Path, n_test: int) -> None:
     (out / "README.md").write_text("\n".join(L))
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    own = "each demo sets its own (see settings in results.json)"
+    return runs.experiment_parser(
+        "why_it_works", __doc__.splitlines()[0], helps={"quick": "tiny subsets and epochs: a smoke run in seconds"},
+        not_applicable={"epochs": own, "bs": own, "lr": own,
+                        "seed": "the demos fix their seeds, so that the published numbers reproduce"},
+    ).parse_args(argv)
+
+
+@runs.exit_on_run_error
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("docs/why_it_works"))
-    ap.add_argument("--quick", action="store_true", help="tiny subsets and epochs: a smoke run in seconds")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    args = parse_args(argv)
+    command = " ".join(["python experiments/why_it_works.py", *(sys.argv[1:] if argv is None else argv)])
+    runs.prepare_run(args)
     q = args.quick
     s = dict(mem_n=200 if q else 1000, mem_epochs=4 if q else 300, mem_chunk=2 if q else 5,
              search_n_train=500 if q else 5000, search_n_valid=500 if q else 5000, search_epochs=1 if q else 3,
@@ -437,7 +449,6 @@ def main(argv: list[str] | None = None) -> dict:
              prune_n_train=500 if q else 10_000, prune_epochs=1 if q else 5,
              keeps=[1.0, 0.2, 0.05] if q else [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01],
              ticket_keeps=[0.05] if q else [0.2, 0.05, 0.02, 0.01], n_test=1000 if q else 10_000)
-    args.out.mkdir(parents=True, exist_ok=True)
     splits = fashion_mnist(use_tfds=not os.environ.get(FASHION_MNIST_ENV))
     (x, y), (xt, yt) = splits["train"], splits["test"]
     d = Data(x, y, xt[:s["n_test"]], yt[:s["n_test"]])
@@ -456,9 +467,8 @@ def main(argv: list[str] | None = None) -> dict:
     dev = jax.devices()[0]
     device = (f"a CPU ({os.cpu_count()} cores, {platform.machine()})" if dev.platform == "cpu"
               else f"{dev.platform} ({getattr(dev, 'device_kind', '')})")
-    r.update(seconds=time.perf_counter() - t0, device=device,
-             jax_version=jax.__version__)
-    (args.out / "results.json").write_text(json.dumps(r, indent=2))
+    r.update(seconds=time.perf_counter() - t0, device=device, jax_version=jax.__version__, command=command)
+    runs.write_json(args.out / "results.json", r)
     write_readme(r, args.out, len(d.yt))
     log(f"done in {r['seconds']:.0f} s: {args.out}/README.md")
     return r

@@ -20,7 +20,6 @@ pixels in [0, 1], so ``pad_crop``'s zero padding is the black Fashion-MNIST back
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,7 @@ import numpy as np
 
 from jaxlearn.data import ArrayDataset
 from jaxlearn.learner import Callback, Learner
+from jaxlearn.step import EVAL_SEED
 
 __all__ = ["Augmentation", "flip", "pad_crop", "random_erase", "noise", "compose", "AugmentCB", "tta",
            "tta_accuracy"]
@@ -155,22 +155,15 @@ class AugmentCB(Callback):
         self.tfms, self.on_train, self.on_val = tfms, on_train, on_val
         self.tfm = compose(*tfms)
 
+    @property
+    def signature(self) -> tuple:
+        return (type(self), self.tfms, self.on_train, self.on_val)
+
     def batch_transform(self, x: jax.Array, training: bool, key: jax.Array) -> jax.Array:
         return self.tfm(x, key) if (self.on_train if training else self.on_val) else x
 
 
 # ------------------------------------------------------------------------------------ test-time augmentation
-
-def _eval_transforms(learn: Learner) -> Callable[[jax.Array], jax.Array]:
-    """The learner's batch transforms in evaluation mode (e.g. normalisation; AugmentCB passes through)."""
-    tfms = sorted((cb for cb in learn.callbacks if hasattr(cb, "batch_transform")), key=attrgetter("order"))
-
-    def apply(x):
-        for i, cb in enumerate(tfms):
-            x = cb.batch_transform(x, False, jax.random.fold_in(jax.random.key(0), i))
-        return x
-    return apply
-
 
 def _tta_augmentations(learn: Learner) -> Augmentation:
     augs = [cb.tfm for cb in learn.callbacks if isinstance(cb, AugmentCB)]
@@ -195,7 +188,7 @@ def tta(learn: Learner, data: ArrayDataset | jax.Array | np.ndarray, n: int = 0,
     else:
         x, to_input = data, learn.dls.valid.transform
     augment = augment if augment is not None else _tta_augmentations(learn)
-    eval_tfms = _eval_transforms(learn)
+    transform = learn.batch_transform()
     n_views = 1 + int(flip_view) + n
 
     @jax.jit
@@ -205,7 +198,7 @@ def tta(learn: Learner, data: ArrayDataset | jax.Array | np.ndarray, n: int = 0,
         views += [augment(xb, jax.random.fold_in(key, i)) for i in range(n)]
         total = 0.0
         for v in views:
-            logits = state.apply_fn(state.variables(), eval_tfms(v), train=False)
+            logits = state.apply(state.variables(), transform(v, False, jax.random.key(EVAL_SEED)), False)
             total = total + jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         return total / n_views
 

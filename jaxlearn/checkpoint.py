@@ -8,7 +8,7 @@ its seed). Each is an orbax step directory named by ``epochs_done``::
     learn.fit(5, callbacks=[CheckpointCB("ckpt", every_n_epochs=1, keep=3)])
     # interrupted (Ctrl-C, a crash, a preempted machine) ... then, in a new process:
     learn = Learner(...same model, data, optimizer, seed...)
-    learn.fit(5, callbacks=[CheckpointCB("ckpt", keep=3)], resume_from="ckpt")   # epochs already done are skipped
+    learn.fit(5, callbacks=[CheckpointCB("ckpt", keep=3, resume=True)])   # epochs already done are skipped
 
 Safety: orbax writes each checkpoint into a temporary directory and renames it when complete, so a write
 that dies midway never replaces or corrupts an earlier checkpoint (the unfinished one is ignored). A Ctrl-C
@@ -19,9 +19,16 @@ arriving while a checkpoint is being written is held back until the write is don
 from __future__ import annotations
 
 import contextlib
+import gc
+import hashlib
+import json
 import os
+import re
 import signal
+import sys
 import threading
+import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,11 +39,12 @@ import orbax.checkpoint as ocp
 from flax import serialization, traverse_util
 
 from jaxlearn.learner import Callback, Learner
+from jaxlearn.step import copy_state
 
 __all__ = ["CheckpointCB", "CheckpointError", "save_checkpoint", "restore_checkpoint", "latest_step",
            "checkpoint_steps"]
 
-FORMAT, VERSION = "jaxlearn-checkpoint", 1
+FORMAT, VERSION = "jaxlearn-checkpoint", 2  # 2: the position record holds checksums
 _TMP_MARK = ".orbax-checkpoint-tmp"
 
 
@@ -95,13 +103,45 @@ def _sigint_deferred():
         raise KeyboardInterrupt
 
 
+def _host_arrays(sd: dict) -> dict[str, np.ndarray]:
+    """The state dict's arrays on this host, keyed by their path (``params/Dense_0/kernel``).
+
+    A replicated array spread over several processes is read from this process's own copy (the Learner
+    replicates the whole state), so every process hashes the same full values.
+    """
+    flat = traverse_util.flatten_dict(sd, sep="/")
+    local = {k: v.addressable_data(0) if isinstance(v, jax.Array) and not v.is_fully_addressable
+             and v.is_fully_replicated else v for k, v in flat.items()}
+    return {k: np.asarray(v) for k, v in jax.device_get(local).items()}
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _record_checksum(record: dict) -> str:
+    """The checksum of the position record's own JSON (everything but this checksum)."""
+    body = {k: v for k, v in record.items() if k != "record_checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _sealed(position: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """The position record as saved: with each array's sha256 and a checksum of the record itself."""
+    record = {**position, "checksums": {k: _digest(v) for k, v in arrays.items()}}
+    record["record_checksum"] = _record_checksum(record)
+    return record
+
+
 def _save(manager: ocp.CheckpointManager, state, position: dict) -> bool:
     step = position["epochs_done"]
     if step in manager.all_steps():
         return False
+    sd = _state_dict(state)
+    # hashed from the host copy of the very arrays orbax writes, so any later change to the files is caught
+    record = _sealed(position, _host_arrays(sd))
     with _sigint_deferred():
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_dict(state)),
-                                                   learner=ocp.args.JsonSave(position)), force=True)
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(sd),
+                                                   learner=ocp.args.JsonSave(record)), force=True)
     return True
 
 
@@ -138,10 +178,109 @@ def save_checkpoint(learn: Learner, directory: str | os.PathLike, keep: int | No
     return Path(directory).absolute() / str(learn.epochs_done) if saved else None
 
 
-def _short(e: Exception) -> str:
-    """An exception in one readable line (tensorstore appends its whole JSON spec)."""
-    text = str(e).split(" [tensorstore_spec")[0].strip()
+class _Unreadable(CheckpointError):
+    """A checkpoint whose files are damaged (not one of another model): an earlier one may still be good."""
+
+
+def _short(e: BaseException) -> str:
+    """An exception in one readable line: its root cause (orbax wraps tensorstore's error in one that only
+    says which slice failed), without the JSON spec tensorstore appends."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = " ".join(re.split(r" \[tensorstore_spec|\. See full TensorStore details", str(e))[0].split())
     return f"{type(e).__name__}: {text[:400]}{'...' if len(text) > 400 else ''}"
+
+
+def _location(location: str) -> tuple[str, int]:
+    """An OCDBT location ``kind:base_path:relative_path:offset:length`` as (path, the byte it must reach)."""
+    kind_and_paths, offset, length = location.rsplit(":", 2)
+    _, base, relative = kind_and_paths.split(":", 2)
+    return base + relative, int(offset) + int(length)
+
+
+def _stored_values(state_dir: Path) -> dict[str, tuple[str, int]]:
+    """Where each array chunk stored outside the B-tree lives: ``{key: (file, end byte)}``, from the OCDBT
+    index (``{}`` when the index itself is unreadable: tensorstore's error names that file)."""
+    import tensorstore as ts  # orbax's own storage layer
+    try:
+        store = ts.KvStore.open({"driver": "file", "path": f"{state_dir}/"}).result()
+        root = ts.ocdbt.dump(store).result()["versions"][-1]["root"].get("location")
+        found: dict[str, tuple[str, int]] = {}
+        pending = [(b"", root)] if root else []
+        while pending:  # B-tree nodes store their keys relative to the prefix their parents share
+            prefix, location = pending.pop()
+            for entry in ts.ocdbt.dump(store, location).result()["entries"]:
+                if "location" in entry:
+                    pending.append((prefix + entry["subtree_common_prefix"], entry["location"]))
+                elif "indirect_value" in entry:
+                    found[(prefix + entry["key"]).decode()] = _location(entry["indirect_value"])
+        return found
+    except Exception:  # a damaged index: the caller reports tensorstore's own error, which names the file
+        return {}
+
+
+def _leaf_name(key: str) -> str:
+    """The state-dict path of a tensorstore key (``params.Dense_0.kernel/0.0``: the path joined by ".")."""
+    return key.split("/")[0].replace(".", "/")
+
+
+def _check_data_files(where: Path, stored: dict[str, tuple[str, int]]) -> None:
+    """Each array's data file must be there and long enough. Checked before orbax reads them: its read errors
+    name neither the file nor the array, and its abandoned parallel reads print tracebacks when one fails."""
+    for key, (file, end) in sorted(stored.items()):
+        path = where / "state" / file
+        size = path.stat().st_size if path.is_file() else None
+        if size is None or size < end:
+            also = sorted({_leaf_name(k) for k, (f, _) in stored.items() if f == file} - {_leaf_name(key)})
+            held = f" (it also holds {', '.join(also[:5])}{'...' if len(also) > 5 else ''})" if also else ""
+            state = "is missing" if size is None else \
+                f"is cut short: {size} bytes, the array's data ends at byte {end}"
+            raise _Unreadable(f"checkpoint {where} is unreadable: array {_leaf_name(key)} cannot be read, its data "
+                              f"file {path} {state}{held}")
+
+
+def _read_failure(where: Path, stored: dict[str, tuple[str, int]], error: BaseException) -> str:
+    """Why orbax failed to read a checkpoint's arrays, naming the array and the file that holds it."""
+    cause = _short(error)
+    key = re.search(r'Error reading "([^"]+)"', cause)
+    if key is None or key.group(1) not in stored:
+        return f"its arrays failed to load ({cause})"
+    return (f"array {_leaf_name(key.group(1))} failed to load from {where / 'state' / stored[key.group(1)][0]}: "
+            f"its bytes do not decode ({cause})")
+
+
+def _abandoned_read(unraisable) -> bool:
+    """An error of one of orbax's abandoned array reads: its coroutine finalized, or tensorstore finishing the
+    read and calling back into the event loop orbax has closed."""
+    return getattr(unraisable.object, "__name__", None) == "_read_array_index_and_device_put" or (
+        isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed")
+
+
+@contextlib.contextmanager
+def _orbax_read_errors_reported_once():
+    """Keep the tracebacks of orbax's abandoned reads off stderr when one array read fails.
+
+    orbax reads the arrays concurrently and, when one read fails, closes its event loop with the others still
+    pending: their coroutines print "Exception ignored in: <coroutine ...>" when collected, and tensorstore
+    prints "Event loop is closed" when it finishes them. The failure is reported once, by the CheckpointError.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not _abandoned_read(unraisable):
+            previous(unraisable)
+    sys.unraisablehook = hook
+    try:
+        yield
+    except Exception as e:
+        while e is not None:  # the failed read's frames hold the abandoned coroutines: let them go now
+            traceback.clear_frames(e.__traceback__)
+            e = e.__cause__ or e.__context__
+        gc.collect()
+        time.sleep(0.2)  # local reads still in flight finish (and call back) while the hook is in place
+        raise
+    finally:
+        sys.unraisablehook = previous
 
 
 def _describe(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -149,25 +288,99 @@ def _describe(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     return {k: (tuple(v.shape), str(np.dtype(v.dtype))) for k, v in flat.items()}
 
 
-def _check_structure(directory: Path, step: int, saved: Any, target: dict) -> None:
+def _check_structure(where: Path, saved: Any, target: dict) -> None:
     """Compare the checkpoint's arrays with the Learner's: a different model / optimizer is named here."""
     have, want = _describe(saved), _describe(target)
+    if not have:
+        raise _Unreadable(f"checkpoint {where} is unreadable: its array metadata lists no arrays")
     problems = [f"{k}: checkpoint {have[k][0]} {have[k][1]}, Learner {want[k][0]} {want[k][1]}"
                 for k in want if k in have and have[k] != want[k]]
     problems += [f"{k}: missing from the checkpoint" for k in want if k not in have]
     problems += [f"{k}: in the checkpoint but not in this Learner" for k in have if k not in want]
     if problems:
         more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
-        raise CheckpointError(f"checkpoint {directory / str(step)} was written for a different model or "
+        raise CheckpointError(f"checkpoint {where} was written for a different model or "
                               f"optimizer: " + "; ".join(problems[:8]) + more)
 
 
+def _check_record(where: Path, position: Any) -> None:
+    if not isinstance(position, dict) or position.get("format") != FORMAT:
+        raise _Unreadable(f"{where} is not a jaxlearn checkpoint (no jaxlearn position record)")
+    # VERSION-1 records carry no checksums and are taken as they are; any later one must match its own
+    sealed = position.get("version") != 1 or "record_checksum" in position
+    if sealed and position.get("record_checksum") != _record_checksum(position):
+        raise _Unreadable(f"checkpoint {where} is corrupt: its learner position record (JSON) does not match "
+                          f"the checksum saved in it")
+
+
+def _check_arrays(where: Path, restored: dict, checksums: dict[str, str]) -> None:
+    bad = [k for k, v in _host_arrays(restored).items() if checksums.get(k) != _digest(v)]
+    if bad:
+        more = f" (and {len(bad) - 1} more: {', '.join(bad[1:6])}{'...' if len(bad) > 6 else ''})" if bad[1:] else ""
+        raise _Unreadable(f"checkpoint {where} is corrupt: array {bad[0]} does not match the checksum saved with "
+                          f"it{more}")
+
+
+def _load(manager: ocp.CheckpointManager, directory: Path, step: int, state) -> tuple[dict, dict]:
+    """Read and check checkpoint ``step``: (its position record, its state dict). Damaged files raise
+    :class:`_Unreadable`; a checkpoint of another model raises :class:`CheckpointError`."""
+    where = directory / str(step)
+    try:
+        position = manager.restore(step, args=ocp.args.Composite(learner=ocp.args.JsonRestore())).learner
+    except Exception as e:
+        raise _Unreadable(f"checkpoint {where} is unreadable: its learner position (JSON) failed to load "
+                          f"({_short(e)})") from e
+    _check_record(where, position)
+    target = _state_dict(state)
+    try:
+        with _orbax_read_errors_reported_once():  # it reads each array's metadata concurrently too
+            saved = manager.item_metadata(step)["state"]
+        saved = getattr(saved, "tree", saved)
+    except Exception as e:
+        raise _Unreadable(f"checkpoint {where} is unreadable: its array metadata failed to load "
+                          f"({_short(e)})") from e
+    _check_structure(where, saved, target)
+    stored = _stored_values(where / "state")
+    _check_data_files(where, stored)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+        with _orbax_read_errors_reported_once():
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:
+        raise _Unreadable(f"checkpoint {where} is unreadable: {_read_failure(where, stored, e)}") from e
+    restored = dict(restored.state)
+    if "checksums" in position:  # VERSION-1 checkpoints were saved without
+        _check_arrays(where, restored, position["checksums"])
+    return position, restored
+
+
+def _load_latest_readable(manager: ocp.CheckpointManager, directory: Path, steps: list[int],
+                          state) -> tuple[dict, dict]:
+    """The latest checkpoint that reads back intact, warning about each damaged one passed over."""
+    skipped: list[str] = []
+    for step in reversed(steps):
+        try:
+            loaded = _load(manager, directory, step, state)
+        except _Unreadable as e:
+            skipped.append(str(e))
+            continue
+        for reason in skipped:
+            warnings.warn(f"{reason}; restored the previous good checkpoint, {directory / str(step)}, instead",
+                          stacklevel=3)
+        return loaded
+    raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(skipped))
+
+
 def restore_checkpoint(learn: Learner, directory: str | os.PathLike, step: int | None = None) -> dict:
-    """Load a checkpoint (default: the latest) into ``learn``: its state, ``epochs_done`` and seed.
+    """Load a checkpoint into ``learn``: its state, ``epochs_done`` and seed.
+
+    ``step=None`` loads the latest checkpoint that reads back intact: a damaged latest one (unreadable
+    files, an array or the position record not matching the checksums saved with it) is passed over with
+    a warning naming it and why. An explicit ``step`` loads that one or raises.
 
     Returns the saved position (``epochs_done``, ``fit_epoch``, ``step``, ``seed``, last ``metrics``, ...).
     Raises :class:`CheckpointError` with what is wrong: no such directory, no finished checkpoint in it,
-    a checkpoint of another model, or unreadable files (naming the other checkpoints to fall back on).
+    a checkpoint of another model, or damaged files (naming the other checkpoints to fall back on).
     """
     directory = Path(directory).absolute()
     if not directory.is_dir():
@@ -180,36 +393,18 @@ def restore_checkpoint(learn: Learner, directory: str | os.PathLike, step: int |
             raise CheckpointError(f"no finished checkpoint in {directory}" + (
                 f": only unfinished writes ({', '.join(unfinished)}) from an interrupted save" if unfinished else ""))
         if step is None:
-            step = steps[-1]
+            position, sd = _load_latest_readable(manager, directory, steps, learn.state)
         elif step not in steps:
             raise CheckpointError(f"no checkpoint {step} in {directory}; finished checkpoints: {steps}")
-        others = [s for s in steps if s != step]
-        fallback = f"; other checkpoints there: {others} (restore one with step=...)" if others else ""
-        try:
-            position = manager.restore(step, args=ocp.args.Composite(learner=ocp.args.JsonRestore())).learner
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {directory / str(step)} is unreadable: its learner position "
-                                  f"(JSON) failed to load ({_short(e)}){fallback}") from e
-        if not isinstance(position, dict) or position.get("format") != FORMAT:
-            raise CheckpointError(f"{directory / str(step)} is not a jaxlearn checkpoint (no jaxlearn position "
-                                  f"record){fallback}")
-        target = _state_dict(learn.state)
-        try:
-            saved = manager.item_metadata(step)["state"]
-            saved = getattr(saved, "tree", saved)
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {directory / str(step)} is unreadable: its array metadata failed "
-                                  f"to load ({_short(e)}){fallback}") from e
-        _check_structure(directory, step, saved, target)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {directory / str(step)} is unreadable: its arrays failed to load "
-                                  f"({_short(e)}){fallback}") from e
+        else:
+            try:
+                position, sd = _load(manager, directory, step, learn.state)
+            except _Unreadable as e:
+                others = [s for s in steps if s != step]
+                raise _Unreadable(f"{e}; other checkpoints there: {others} (restore one with step=...)" if others
+                                  else str(e)) from e.__cause__
     finally:
         manager.close()
-    sd = dict(restored.state)
     if learn.mesh is None:  # uncommitted, like a fresh Learner's state: the compiled calls are reused as is
         sd = jax.tree.map(lambda a: jax.numpy.asarray(np.asarray(a)), sd)
     sd["rng"] = jax.random.wrap_key_data(sd["rng"], impl=jax.random.key_impl(learn.state.rng))
@@ -235,20 +430,31 @@ class CheckpointCB(Callback):
     are asynchronous (``async_save``): the arrays are copied to the host, then written while training goes on.
 
     A directory holding checkpoints beyond the Learner's ``epochs_done`` belongs to another run: the fit
-    stops with an error unless it resumes from it (``fit(..., resume_from=directory)``) or ``overwrite=True``
+    stops with an error unless it resumes from it (``CheckpointCB(directory, resume=True)``) or ``overwrite=True``
     (which deletes those later checkpoints). The LR finder's trial fits are never saved.
     """
     order = 90  # after the metrics callbacks, so a saved position carries the epoch's metrics
 
     def __init__(self, directory: str | os.PathLike, every_n_epochs: int = 1, keep: int | None = None,
-                 async_save: bool = True, overwrite: bool = False):
+                 async_save: bool = True, overwrite: bool = False, resume: bool = False):
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
         if keep is not None and (not isinstance(keep, int) or keep < 1):
             raise ValueError(f"keep must be a positive integer or None (keep all), got {keep!r}")
         self.directory = Path(directory).absolute()
         self.every_n_epochs, self.keep, self.async_save, self.overwrite = every_n_epochs, keep, async_save, overwrite
+        self.resume = resume
         self.saved: list[int] = []  # steps this callback wrote
+
+    def resume_fit(self, learn: Learner) -> None:
+        """With ``resume=True`` and a finished checkpoint in the directory: restore it and skip the epochs of
+        this fit that it had finished, so the fit continues exactly where it stopped."""
+        learn.resumed_from = None
+        if self.resume and latest_step(self.directory) is not None:
+            position = restore_checkpoint(learn, self.directory)
+            learn.fit_epochs_done = min(int(position.get("fit_epoch", 0)), learn.n_epochs)
+            learn.epochs = range(learn.fit_epochs_done, learn.n_epochs)
+            learn.resumed_from = str(self.directory)
 
     def before_fit(self, learn: Learner) -> None:
         self._pending = None
@@ -262,15 +468,16 @@ class CheckpointCB(Callback):
             self.manager = None
             raise CheckpointError(
                 f"{self.directory} already holds checkpoints of a run at epoch {max(later)}, beyond this Learner's "
-                f"{learn.epochs_done}: continue it with fit(..., resume_from={str(self.directory)!r}), replace them "
-                f"with CheckpointCB(..., overwrite=True), or choose another directory")
+                f"{learn.epochs_done}: continue it with CheckpointCB({str(self.directory)!r}, resume=True), replace "
+                f"them with CheckpointCB(..., overwrite=True), or choose another directory")
         for s in later:
             self.manager.delete(s)
 
     def after_epoch(self, learn: Learner) -> None:
         if self.manager is None or not learn.epoch_complete:
             return
-        self._pending = (learn.state, _position(learn, fit_epoch=learn.epoch + 1))
+        # a device copy: the next training call reuses the buffers of learn.state
+        self._pending = (copy_state(learn.state), _position(learn, fit_epoch=learn.epoch + 1))
         if learn.epochs_done % self.every_n_epochs == 0:
             self._flush()
 

@@ -9,15 +9,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
+import hashlib
 import os
 import random
+import shutil
+import socket
 import struct
+import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +43,7 @@ _FASHION_FILES = {
     "test": (("t10k-images-idx3-ubyte.gz", 2051, (28, 28)), ("t10k-labels-idx1-ubyte.gz", 2049, ())),
 }
 _FASHION_COUNTS = {"train": 60_000, "test": 10_000}
+_CONNECT_TIMEOUT_S = 3.0  # to the download host before tfds (which retries for minutes)
 
 
 class DataFileError(ValueError):
@@ -92,14 +100,88 @@ def check_fashion_mnist_dir(manual_dir: str | os.PathLike) -> dict[str, tuple[np
     return splits
 
 
+def _fashion_file_names() -> list[str]:
+    return [name for files in _FASHION_FILES.values() for name, _, _ in files]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_key(checksums: dict[str, str]) -> str:
+    """12 hex digits of the four source files' sha256: the name of the prepared data made from them."""
+    return hashlib.sha256("".join(checksums[name] for name in sorted(checksums)).encode()).hexdigest()[:12]
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def _require_download_host(url: str) -> None:
+    """Fail in seconds, naming the offline alternative, when the download host (or the proxy that reaches
+    it) cannot be reached: tfds would retry for minutes, then raise a ConnectionError that names neither."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    target = urllib.parse.urlsplit(proxy) if proxy and not urllib.request.proxy_bypass(parts.hostname) else parts
+    address = (target.hostname, target.port or (443 if target.scheme == "https" else 80))
+    try:
+        socket.create_connection(address, timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise DataFileError(f"cannot download Fashion-MNIST: {address[0]}:{address[1]} is unreachable ({e}). "
+                            f"Offline, set {FASHION_MNIST_ENV} to a folder holding the four official files: "
+                            f"{', '.join(_fashion_file_names())}") from e
+
+
+def _prepare_and_read(tfds: Any, data_dir: Path, manual_dir: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    builder = tfds.builder("fashion_mnist", data_dir=str(data_dir))
+    if manual_dir is None and not builder.is_prepared():
+        _require_download_host(builder.URL)
+    # from local files there is nothing to fetch, not even tfds' prepared copy on GCS
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False) if manual_dir else None
+    builder.download_and_prepare(download_config=config)
+    out = {}
+    for split in ("train", "test"):
+        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        out[split] = (np.asarray(arrays["image"], np.uint8), np.asarray(arrays["label"], np.int32))
+    return out
+
+
+def _from_prepared_cache(tfds: Any, data_dir: Path, manual_dir: str | None
+                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read Fashion-MNIST from tfds' prepared data in ``data_dir``, preparing it first if needed. Prepared
+    data that fails to read (a truncated or bit-flipped record file, a damaged dataset_info.json) is deleted
+    and prepared again, once; if that fails too, the error names the cache."""
+    prepared = data_dir / "fashion_mnist"
+    if prepared.exists():
+        try:
+            return _prepare_and_read(tfds, data_dir, manual_dir)
+        except DataFileError:
+            raise
+        except Exception as e:  # tensorflow's DataLossError, tfds' JSON / protobuf errors: all mean unreadable
+            warnings.warn(f"the prepared Fashion-MNIST cache {prepared} is unreadable ({_one_line(e)}): deleting it "
+                          f"and preparing it again", stacklevel=3)
+            shutil.rmtree(prepared)
+    try:
+        return _prepare_and_read(tfds, data_dir, manual_dir)
+    except DataFileError:
+        raise
+    except Exception as e:
+        raise DataFileError(f"preparing Fashion-MNIST in the cache {prepared} failed ({_one_line(e)}); delete "
+                            f"that folder to start over") from e
+
+
 def fashion_mnist(manual_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                   use_tfds: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fashion-MNIST as ``{'train': (x, y), 'test': (x, y)}``: x uint8 (N, 28, 28, 1), y int32 (N,).
 
     Goes through ``tfds.builder('fashion_mnist')``. ``manual_dir`` (or ``$JAXLEARN_FASHION_MNIST_DIR``)
-    holds the official IDX files for offline machines; without it tfds downloads as usual. The prepared
-    dataset is cached under ``data_dir`` (default ``cache_dir()/tfds``). ``use_tfds=False`` (or a machine
-    without tensorflow-datasets) reads the checked IDX files directly.
+    holds the official IDX files for offline machines; without it tfds downloads as usual (an unreachable
+    download host fails in seconds, naming the variable). The prepared dataset is cached under ``data_dir``
+    (default ``cache_dir()/tfds/<key>``, the key a hash of the four files' sha256, so other files never meet
+    data prepared from old ones); an unreadable cache is prepared again. tfds prepares only the official
+    files (it checks their sha256): IDX files that differ are read directly, with a warning. ``use_tfds=False``
+    (or a machine without tensorflow-datasets) reads the checked IDX files directly.
     """
     manual_dir = manual_dir or os.environ.get(FASHION_MNIST_ENV)
     checked = check_fashion_mnist_dir(manual_dir) if manual_dir else None
@@ -112,14 +194,17 @@ def fashion_mnist(manual_dir: str | os.PathLike | None = None, data_dir: str | o
             raise DataFileError(f"tensorflow-datasets is not installed and {FASHION_MNIST_ENV} is not set: "
                                 "point it at the folder holding the four Fashion-MNIST .gz files")
         return checked
-    builder = tfds.builder("fashion_mnist", data_dir=str(data_dir or cache_dir() / "tfds"))
-    download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if manual_dir else None
-    builder.download_and_prepare(download_config=download_config)
-    out = {}
-    for split in ("train", "test"):
-        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        out[split] = (np.asarray(arrays["image"], np.uint8), np.asarray(arrays["label"], np.int32))
-    return out
+    official = {info.filename: info.checksum for info in tfds.builder_cls("fashion_mnist").url_infos.values()}
+    # downloads are checked by tfds against the official sha256, local files are hashed here (30 MB: ~0.04 s)
+    sources = {name: _sha256(Path(manual_dir) / name) for name in official} if manual_dir else official
+    differ = [name for name in sorted(official) if sources[name] != official[name]]
+    if differ:
+        warnings.warn(f"{', '.join(differ)} in {manual_dir} differ from the official Fashion-MNIST files (sha256), "
+                      f"which are all tensorflow-datasets prepares: reading the four IDX files directly (checked, "
+                      f"in file order rather than tfds' shuffled order, not cached)", stacklevel=2)
+        return checked
+    data_dir = Path(data_dir) if data_dir else cache_dir() / "tfds" / _cache_key(sources)
+    return _from_prepared_cache(tfds, data_dir, str(manual_dir) if manual_dir else None)
 
 
 # ------------------------------------------------------------------------------------------------ names
@@ -204,9 +289,15 @@ def names_splits(words: Sequence[str], block_size: int = 3, seed: int = 42
 
 # -------------------------------------------------------------------------------------------- batching
 
-def to_float(x: jax.Array) -> jax.Array:
-    """uint8 pixels → float32 in [0, 1]; other dtypes pass through (e.g. makemore's token ids)."""
-    return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
+def to_float(x):
+    """uint8 pixels → float32 in [0, 1]; other dtypes pass through (e.g. makemore's token ids). Inputs may be
+    a pytree of arrays (e.g. ``(categorical codes, continuous columns)``)."""
+    return jax.tree.map(lambda a: a.astype(jnp.float32) / 255.0 if a.dtype == jnp.uint8 else a, x)
+
+
+def identity(x):
+    """The transform of inputs already in the model's form (token ids, ratings' user/item indices)."""
+    return x
 
 
 def normalize(mean: float | jax.Array, std: float | jax.Array) -> Callable[[jax.Array], jax.Array]:
@@ -220,40 +311,51 @@ def normalize(mean: float | jax.Array, std: float | jax.Array) -> Callable[[jax.
 class ArrayDataset:
     """A dataset held on the device, batched by index matrices that the compiled step gathers from.
 
-    ``epoch_indices(epoch)`` returns ``(idx, weight)`` of shape (n_batches, batch_size): with
-    ``drop_last=False`` the last batch is padded with index 0 and weight 0, so every example is seen exactly
-    once with weight 1 and every batch has one static shape (no recompilation for a ragged last batch).
+    ``x`` is an array or a pytree of arrays with one leading example axis. ``epoch_indices(epoch)`` returns
+    ``(idx, weight)`` of shape (n_batches, batch_size): with ``drop_last=False`` the last batch is padded with
+    index 0 and weight 0, so every example is seen exactly once with weight 1 and every batch has one static
+    shape (no recompilation for a ragged last batch). ``batches_per_epoch`` instead draws that many batches
+    with replacement each epoch (makemore's ``torch.randint`` minibatches).
     """
-    x: jax.Array
+    x: Any
     y: jax.Array
     batch_size: int
     shuffle: bool = False
     drop_last: bool = False
     seed: int = 0
-    transform: Callable[[jax.Array], jax.Array] = field(default=to_float)
+    transform: Callable = field(default=to_float)
+    batches_per_epoch: int | None = None
 
     def __post_init__(self):
-        if len(self.x) != len(self.y):
-            raise ValueError(f"x has {len(self.x)} examples but y has {len(self.y)}")
+        n = len(jax.tree.leaves(self.x)[0])
+        if any(len(a) != n for a in jax.tree.leaves(self.x)) or len(self.y) != n:
+            raise ValueError(f"x has {[len(a) for a in jax.tree.leaves(self.x)]} examples but y has {len(self.y)}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
                 or self.batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.batch_size > len(self.x):
-            raise ValueError(f"batch_size {self.batch_size} is larger than the dataset ({len(self.x)} examples)")
-        self.x, self.y = jnp.asarray(self.x), jnp.asarray(self.y)
+        if self.batch_size > n:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the dataset ({n} examples)")
+        if self.batches_per_epoch is not None and (not isinstance(self.batches_per_epoch, int)
+                                                   or self.batches_per_epoch < 1):
+            raise ValueError(f"batches_per_epoch must be a positive integer, got {self.batches_per_epoch!r}")
+        self.x, self.y = jax.tree.map(jnp.asarray, self.x), jnp.asarray(self.y)
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.y)
 
     @property
     def n_batches(self) -> int:
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch
         n, bs = len(self), self.batch_size
         return n // bs if self.drop_last else -(-n // bs)
 
-    def epoch_indices(self, epoch: int, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def epoch_indices(self, epoch: int | jax.Array, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Epoch ``epoch``'s ``(idx, weight)``; the shuffle uses ``key`` (the Learner passes one derived from
         its seed) or, without one, ``jax.random.key(self.seed)``."""
         key = jax.random.key(self.seed) if key is None else key
+        if self.batches_per_epoch is not None:
+            return _sampled_indices(len(self), self.batch_size, self.batches_per_epoch, key, epoch)
         return _epoch_indices(len(self), self.batch_size, self.n_batches, self.shuffle, key, epoch)
 
 
@@ -267,6 +369,53 @@ def _epoch_indices(n: int, bs: int, n_batches: int, shuffle: bool, key: jax.Arra
     else:  # drop_last: the examples past the last whole batch are skipped this epoch
         idx, weight = order[:n_batches * bs], jnp.ones(n_batches * bs, jnp.float32)
     return idx.reshape(n_batches, bs), weight.reshape(n_batches, bs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sampled_indices(n: int, bs: int, n_batches: int, key: jax.Array, epoch: int | jax.Array):
+    idx = jax.random.randint(jax.random.fold_in(key, epoch), (n_batches, bs), 0, n, dtype=jnp.int32)
+    return idx, jnp.ones((n_batches, bs), jnp.float32)
+
+
+def check_compatible(train: ArrayDataset, valid: ArrayDataset) -> None:
+    """Train and valid sets must agree per example (shapes, dtypes), or one model cannot take both."""
+    for what, a, b in (("inputs", train.x, valid.x), ("labels", train.y, valid.y)):
+        sig_a, sig_b = (jax.tree.map(lambda v: f"{tuple(v.shape[1:])} {v.dtype}", t) for t in (a, b))
+        if sig_a != sig_b:
+            raise ValueError(f"train and valid {what} differ: per example {sig_a} vs {sig_b}")
+
+
+def check_like(x: Any, ds: ArrayDataset) -> tuple[Any, bool]:
+    """Raw inputs for prediction, checked against the training data ``ds``: returns ``(x, single)`` with a
+    batch axis (added when ``x`` is one example: ``single``). The same dtype and range as the training inputs
+    are expected, so the dataset's transform applies as in training: uint8 pixels may also come as floats
+    already scaled to [0, 1], not as floats in 0..255. Errors say what differs."""
+    x = jax.tree.map(np.asarray, x)
+    leaves, ref = jax.tree.leaves(x), jax.tree.leaves(ds.x)
+    if jax.tree.structure(x) != jax.tree.structure(ds.x):
+        raise ValueError(f"predict: inputs must have the structure of the training inputs "
+                         f"{jax.tree.structure(ds.x)}, got {jax.tree.structure(x)}")
+    single = all(a.shape == r.shape[1:] for a, r in zip(leaves, ref))
+    if single:
+        x = jax.tree.map(lambda a: a[None], x)
+    out = []
+    for a, r in zip(jax.tree.leaves(x), ref):
+        if a.shape[1:] != r.shape[1:]:
+            raise ValueError(f"predict: each example must have shape {tuple(r.shape[1:])} like the training "
+                             f"inputs (or be a single such example), got an array of shape {a.shape}")
+        if len(a) == 0:
+            raise ValueError("predict: no inputs (an empty batch)")
+        if r.dtype == np.uint8 and np.issubdtype(a.dtype, np.floating):
+            if a.min() < 0 or a.max() > 1:
+                raise ValueError(f"predict: the training images are uint8 (0..255, scaled to [0, 1] by the "
+                                 f"dataset's transform) but these are floats in {a.min():g}..{a.max():g}: pass "
+                                 f"uint8 pixels, or floats already scaled to [0, 1]")
+        elif np.issubdtype(r.dtype, np.integer) != np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"predict: the training inputs are {r.dtype}, these are {a.dtype}")
+        elif np.issubdtype(a.dtype, np.integer):
+            a = a.astype(r.dtype)
+        out.append(a)
+    return jax.tree.unflatten(jax.tree.structure(x), out), single
 
 
 @dataclass
@@ -302,13 +451,17 @@ def fashion_mnist_loaders(batch_size: int = 256, seed: int = 0, manual_dir=None,
 
 
 def names_loaders(batch_size: int = 32, seed: int = 0, block_size: int = 3, path=None,
-                  split_seed: int = 42) -> DataLoaders:
+                  split_seed: int = 42, batches_per_epoch: int | None = None) -> DataLoaders:
     """makemore's names as :class:`DataLoaders`: the lecture's train / valid split of context windows.
 
-    ``dls.info`` holds ``vocab``, ``block_size`` and the ``test`` split (x, y).
+    ``batches_per_epoch`` draws that many training batches with replacement per epoch (the lecture's
+    ``torch.randint`` minibatches) instead of shuffled passes. ``dls.info`` holds ``vocab``, ``block_size``
+    and the ``test`` split (x, y).
     """
     vocab, splits = names_splits(load_names(path), block_size=block_size, seed=split_seed)
     dls = DataLoaders.from_arrays(splits["train"], splits["valid"], batch_size, seed=seed)
+    if batches_per_epoch is not None:
+        dls.train = dataclasses.replace(dls.train, batches_per_epoch=batches_per_epoch)
     dls.info.update(vocab=vocab, block_size=block_size, test=splits["test"])
     return dls
 

@@ -7,7 +7,8 @@ steps), the training pass's and the validation pass's ``learn.epoch_metrics`` as
 ``train_accuracy``, ``valid_loss``, ..., the learning rate when the optimizer has an injected one, the
 epoch's seconds and the wall-clock time. Rows are flushed as they are written, so an interrupted run keeps
 every finished epoch; a run resumed from a checkpoint drops the rows past the checkpoint and appends.
-Under multi-process training only process 0 writes.
+Under multi-process training only process 0 writes. JSON lines are strict JSON: a NaN or infinite metric (a
+diverged epoch) is written as null and named under the row's ``non_finite`` (:func:`jaxlearn.runs.strict_dumps`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxlearn.learner import Callback, Learner
+from jaxlearn.runs import strict_dumps
 
 __all__ = ["MetricsLoggerCB", "TensorBoardCB", "read_metrics"]
 
@@ -70,7 +72,7 @@ class MetricsLoggerCB(_EpochRows):
 
     ``format=None`` picks from the suffix (``.csv`` → CSV, otherwise JSON lines). The file starts afresh
     at the first fit that uses this callback and is appended to by later fits; ``append=True`` always
-    appends. A fit resumed from a checkpoint (``fit(..., resume_from=...)``) keeps the rows up to the
+    appends. A fit resumed from a checkpoint (``CheckpointCB(..., resume=True)``) keeps the rows up to the
     checkpoint's epoch, drops later ones (they will be trained again), and appends.
     """
 
@@ -87,7 +89,7 @@ class MetricsLoggerCB(_EpochRows):
         if not self._writer:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if learn.resumed_from is not None and self.path.exists():
+        if getattr(learn, "resumed_from", None) is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if int(r.get("epochs_done", 0)) <= learn.epochs_done]
             self._rewrite(kept)
         elif not (self.append or self._started) or not self.path.exists():
@@ -98,7 +100,7 @@ class MetricsLoggerCB(_EpochRows):
         self.rows.append(row)
         if self.format == "jsonl":
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(_json_line(row))
             return
         header = self._csv_header()
         if header is not None and set(row) <= set(header):
@@ -117,13 +119,18 @@ class MetricsLoggerCB(_EpochRows):
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             if self.format == "jsonl":
-                f.writelines(json.dumps(r) + "\n" for r in rows)
+                f.writelines(_json_line(r) for r in rows)
             elif rows:
                 header = list(dict.fromkeys(k for r in rows for k in r))
                 writer = csv.DictWriter(f, header)
                 writer.writeheader()
                 writer.writerows(rows)
         os.replace(tmp, self.path)  # a crash mid-rewrite leaves the old file
+
+
+def _json_line(row: dict) -> str:
+    """One row as a line of strict JSON (non-finite metrics as null, named under ``non_finite``)."""
+    return strict_dumps(row)[0] + "\n"
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

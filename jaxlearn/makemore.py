@@ -1,31 +1,30 @@
-"""makemore part 3 (Karpathy, "Activations & Gradients, BatchNorm") in flax.linen, with a compiled training loop.
+"""makemore part 3 (Karpathy, "Activations & Gradients, BatchNorm") in flax.linen, trained by jaxlearn's core.
 
 * :class:`MLP` — the lecture's one-hidden-layer MLP written with its own names (``C``, ``W1``, ``b1``, ``W2``,
   ``b2``, ``bngain``, ``bnbias``; running ``bnmean_running`` / ``bnstd_running``). Every tensor's init scale
   is a field, so each rung of the lecture's ladder is one :class:`MLP` (see :data:`LADDER`).
 * :class:`Linear`, :class:`BatchNorm1d`, :class:`Tanh`, :class:`DeepMLP` — the "PyTorch-ified" modules and the
   6-layer net (5 x [Linear, BatchNorm1d, Tanh] + output), with the lecture's explicit inits.
-* :func:`train` — the lecture's loop (SGD, batch 32, lr 0.1 → 0.01 at step 100,000, minibatches drawn with
-  replacement) run as ``lax.scan`` chunks inside one jitted call per chunk; the minibatch indices of step
-  ``i`` depend only on ``(key, i)``, so the chunk size never changes the result.
+* :func:`lecture_learner` / :func:`train` — the lecture's loop (SGD, batch 32, lr 0.1 → 0.01 at step 100,000,
+  minibatches drawn with replacement) on the :class:`~jaxlearn.learner.Learner`, 10,000 steps per compiled call.
 * :func:`split_loss` (eval mode: BatchNorm uses its running statistics), :func:`calibrate` (the lecture's
   "calibrate the batch norm at the end of training": statistics of the whole training set), :func:`sample`.
 * Diagnostics reduced on the device (nothing larger than a histogram leaves it): :func:`diagnose` gives, for
   one batch, each tanh layer's activation statistics (mean, std, % saturated, histogram), the histogram of the
   gradient of each tanh layer's output (``self.perturb``), each weight's gradient histogram and grad:data
-  ratio; :func:`train` with ``diagnostics=True`` also records the update:data ratio
-  ``log10(std(lr·grad) / std(param))`` of every parameter at every step, and runs :func:`diagnose` on the
-  chunk's first and last batches inside the same compiled call.
+  ratio. The same numbers come out of the training step itself through :class:`DiagnosticsCB`, beside
+  :class:`UpdateRatioCB`'s update:data ratio ``log10(std(lr·grad) / std(param))`` of every parameter at every
+  step (:func:`run_diagnostics`).
 * ``plot_*`` helpers draw the lecture's figures from those reductions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import flax.linen as nn
 import jax
@@ -33,7 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn import stats
+from jaxlearn import optim, stats
+from jaxlearn.data import DataLoaders
+from jaxlearn.learner import Callback, Learner, StepRecorder
+from jaxlearn.monitor import SmoothedLossCB
+from jaxlearn.step import StepContext, cross_entropy
 
 VOCAB_SIZE = 27
 BLOCK_SIZE = 3
@@ -298,19 +301,14 @@ def count_params(variables_or_params: Mapping) -> int:
     return int(sum(np.size(p) for p in jax.tree.leaves(params)))
 
 
-def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """``F.cross_entropy``: mean negative log-likelihood of the integer targets.
-
-    Written with a one-hot mask rather than a gather: its gradient is then elementwise, where a gather's is a
-    scatter-add, which XLA:CPU runs as a slow serial loop inside the training scan.
-    """
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-    return -(jax.nn.one_hot(y, logits.shape[-1], dtype=logp.dtype) * logp).sum(-1).mean()
+def lecture_lr(step: jax.Array, lr: float = 0.1, decay_step: int = 100_000, decay_to: float = 0.01) -> jax.Array:
+    """The lecture's learning rate: ``lr = 0.1 if i < 100000 else 0.01``."""
+    return jnp.where(step < decay_step, jnp.float32(lr), jnp.float32(decay_to))
 
 
-def sgd(lr: float = 0.1, decay_step: int = 100_000, decay_to: float = 0.01) -> optax.GradientTransformation:
-    """The lecture's optimizer: ``p -= lr * grad`` with ``lr = 0.1 if i < 100000 else 0.01``."""
-    return optax.sgd(lambda count: jnp.where(count < decay_step, jnp.float32(lr), jnp.float32(decay_to)))
+def mean_cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """``F.cross_entropy``: the mean of the core's per-example cross-entropy."""
+    return cross_entropy(logits, y).mean()
 
 
 def _path_name(path) -> str:
@@ -345,7 +343,7 @@ def _diag_loss_and_grads(model: nn.Module, variables: Mapping, xb: jax.Array, yb
         logits, mut = model.apply({"params": p, "batch_stats": batch_stats, "perturbations": pert}, xb,
                                   train=True, mutable=["batch_stats", "intermediates"],
                                   capture_intermediates=stats.module_filter(Tanh))
-        return cross_entropy(logits, yb), (mut["batch_stats"], mut["intermediates"])
+        return mean_cross_entropy(logits, yb), (mut["batch_stats"], mut["intermediates"])
 
     (loss, (new_bs, inter)), (g_params, g_pert) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
         params, perturbations)
@@ -391,146 +389,93 @@ def diagnose(model: nn.Module, variables: Mapping, xb: jax.Array, yb: jax.Array,
 
 # ------------------------------------------------------------------------------------------ training
 
-class TrainState(NamedTuple):
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    step: jax.Array  # int32 number of steps done
+def lecture_learner(model: nn.Module, dls: DataLoaders, seed: int = LECTURE_SEED, steps_per_call: int = 10_000,
+                    optimizer: Callable[..., optax.GradientTransformation] | None = None,
+                    callbacks: Sequence[Callback] = ()) -> Learner:
+    """The lecture's training setup on jaxlearn's one core: SGD with :func:`lecture_lr` (0.1 → 0.01 at step
+    100,000, counted by the optimizer so it carries across fits), cross-entropy, ``steps_per_call`` steps per
+    compiled call (a ``lax.scan``). ``dls`` from ``names_loaders(32, batches_per_epoch=...)`` draws each batch
+    with replacement, like the lecture's ``torch.randint``."""
+    return Learner(model, dls, optimizer=optimizer or functools.partial(optim.sgd, learning_rate=lecture_lr),
+                   metrics=[], seed=seed, steps_per_call=steps_per_call, callbacks=callbacks)
+
+
+def train(learn: Learner, steps: int) -> np.ndarray:
+    """Train ``steps`` steps (whole epochs of ``learn.dls.train``) without validation passes; returns every
+    step's training loss."""
+    per_epoch = learn.dls.train.n_batches
+    if steps % per_epoch:
+        raise ValueError(f"steps ({steps}) must be a multiple of the batches per epoch ({per_epoch})")
+    losses = SmoothedLossCB()
+    learn.fit(steps // per_epoch, valid=False, callbacks=[losses])
+    return losses.raw
+
+
+def variables_of(learn: Learner) -> dict:
+    """``{'params': ..., 'batch_stats': ...}`` of a Learner's model (``batch_stats`` may be empty)."""
+    return {"params": learn.state.params, "batch_stats": learn.state.model_state.get("batch_stats", {})}
+
+
+class UpdateRatioCB(StepRecorder):
+    """makemore's update:data ratio of every parameter at every step, ``log10(std(lr·grad) / std(param))``
+    after the update, reduced inside the compiled step (``ratios``: ``{param: (steps,)}``)."""
+
+    @property
+    def signature(self) -> tuple:
+        return (type(self),)
+
+    def in_step(self, ctx: StepContext) -> dict:
+        return stats.update_ratio(ctx.updates, ctx.new_params)
+
+    @property
+    def ratios(self) -> dict[str, np.ndarray]:
+        return dict(self.recorded or {})
+
+
+class DiagnosticsCB(StepRecorder):
+    """The lecture's per-layer diagnostics of every training step, reduced inside the compiled step: each tanh
+    layer's activations (mean, std, % saturated, histogram), the gradient of each tanh output
+    (``self.perturb``) and each 2-D weight's gradient histogram and grad:data ratio — measured on the step's
+    batch before its update. ``at(i)`` is step i's, as host numbers (``diagnose``'s layout)."""
+    capture = staticmethod(stats.module_filter(Tanh))
+    perturb = True
+
+    @property
+    def signature(self) -> tuple:
+        return (type(self),)
+
+    def in_step(self, ctx: StepContext) -> dict:
+        out_grads = {k.rsplit("/out", 1)[0]: v for k, v in ctx.out_grads.items()}
+        return {"loss": ctx.loss, **_reduce_diagnostics(ctx.params, ctx.grads, ctx.intermediates, out_grads)}
+
+    def at(self, i: int) -> dict:
+        return jax.tree.map(lambda a: a[i], self.recorded)
 
 
 @dataclass
-class TrainResult:
-    """What :func:`train` returns: the trained variables, the per-step loss, and diagnostics if asked."""
+class DiagnosticRun:
+    """What :func:`run_diagnostics` returns: trained variables, per-step losses and update:data ratios, and the
+    full diagnostics of the first and the last step."""
     variables: dict
-    state: TrainState
-    losses: np.ndarray                       # (steps,) float32 training loss of every step
-    update_ratios: dict[str, np.ndarray] = field(default_factory=dict)  # param → (steps,) log10 ratios
-    diagnostics: list[dict] = field(default_factory=list)  # diagnose() of each chunk's first and last batch
-    diagnostic_steps: list[int] = field(default_factory=list)
-    compile_s: float = 0.0
-    run_s: float = 0.0      # wall-clock seconds of the compiled calls (compile excluded)
-    run_cpu_s: float = 0.0  # CPU seconds of this process during those calls (all threads)
+    losses: np.ndarray
+    update_ratios: dict[str, np.ndarray]
+    diagnostics: list[dict]
+    diagnostic_steps: list[int]
 
 
-def _batch_indices(key: jax.Array, start: jax.Array, n_steps: int, batch_size: int, n: int) -> jax.Array:
-    """(n_steps, batch_size) example indices, sampled with replacement; row i depends only on (key, start+i)."""
-    steps = start + jnp.arange(n_steps, dtype=jnp.int32)
-    return jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n,
-                                                 dtype=jnp.int32))(steps)
-
-
-def _make_step(model: nn.Module, tx: optax.GradientTransformation, diagnostics: bool):
-    def loss_fn(params, batch_stats, xb, yb):
-        logits, mut = model.apply({"params": params, "batch_stats": batch_stats}, xb, train=True,
-                                  mutable=["batch_stats"])
-        return cross_entropy(logits, yb), mut.get("batch_stats", {})
-
-    def step(state: TrainState, batch):
-        xb, yb = batch
-        (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.batch_stats,
-                                                                          xb, yb)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        out = {"loss": loss}
-        if diagnostics:  # the lecture's ud: (lr*grad).std() / p.data.std(), after the update
-            out["update_ratio"] = stats.update_ratio(updates, params)
-        return TrainState(params, new_bs, opt_state, state.step + 1), out
-    return step
-
-
-@functools.partial(jax.jit, static_argnames=("model", "tx", "n_steps", "batch_size", "diagnostics", "unroll"),
-                   donate_argnames=("state",))
-def _train_chunk(model, tx, state: TrainState, key, X, Y, *, n_steps: int, batch_size: int, diagnostics: bool,
-                 unroll: int):
-    ix = _batch_indices(key, state.step, n_steps, batch_size, X.shape[0])
-    xs, ys = X[ix], Y[ix]  # the whole chunk's minibatches in one gather
-    step = _make_step(model, tx, diagnostics)
-    if not diagnostics:
-        state, out = jax.lax.scan(step, state, (xs, ys), unroll=unroll)
-        return state, out, None
-
-    def diag_step(state, xb, yb):  # one training step that also runs the full diagnostics on its batch
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        loss, new_bs, grads, acts, out_grads = _diag_loss_and_grads(model, variables, xb, yb)
-        diag = {"loss": loss, **_reduce_diagnostics(state.params, grads, acts, out_grads)}
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        out = {"loss": loss, "update_ratio": stats.update_ratio(updates, params)}
-        return TrainState(params, new_bs, opt_state, state.step + 1), out, diag
-
-    # the chunk's first and last steps run the diagnostics on their batch (before their update)
-    state, first, diag_first = diag_step(state, xs[0], ys[0])
-    if n_steps == 1:
-        return state, jax.tree.map(lambda a: a[None], first), [diag_first]
-    state, out = jax.lax.scan(step, state, (xs[1:-1], ys[1:-1]), unroll=unroll)
-    state, last, diag_last = diag_step(state, xs[-1], ys[-1])
-    out = jax.tree.map(lambda a, b, c: jnp.concatenate([a[None], b, c[None]]), first, out, last)
-    return state, out, [diag_first, diag_last]
-
-
-_COMPILED: dict = {}  # compiled chunks by (model, optimizer, shapes, chunk options): a continued run reuses them
-
-
-def train(model: nn.Module, variables: Mapping, X, Y, *, steps: int = 200_000, batch_size: int = 32,
-          tx: optax.GradientTransformation | None = None, seed: int | jax.Array = 0, chunk: int = 10_000,
-          diagnostics: bool = False, unroll: int = 1, state: TrainState | None = None,
-          print_every: int = 0) -> TrainResult:
-    """The lecture's training loop, ``chunk`` steps per compiled call (``lax.scan``).
-
-    ``tx`` defaults to :func:`sgd` (0.1 → 0.01 at step 100,000). ``state`` continues a previous run (its step
-    counter drives both the schedule and the minibatch sampling; a call with the same model, ``tx`` object and
-    shapes reuses the compiled chunk, so ``compile_s`` is then 0). With ``diagnostics=True`` every step records
-    the update:data ratio of every parameter, and each chunk's last batch runs :func:`diagnose` inside the same
-    compiled call (results in ``diagnostics``). Minibatches of step ``i`` depend only on ``(seed, i)``.
-    """
-    import time
-    tx = tx or sgd()
-    key = jax.random.key(seed) if isinstance(seed, int) else seed
-    X, Y = jnp.asarray(X, jnp.int32), jnp.asarray(Y, jnp.int32)
-    if state is None:
-        params = jax.tree.map(lambda a: jnp.array(a, copy=True), variables["params"])
-        state = TrainState(params, jax.tree.map(lambda a: jnp.array(a, copy=True),
-                                                variables.get("batch_stats", {})),
-                           tx.init(params), jnp.zeros((), jnp.int32))
-    else:  # copied: the chunks donate (reuse the buffers of) their input state
-        state = jax.tree.map(lambda a: jnp.array(a, copy=True), state)
-    losses, ratios, diags, diag_steps = [], [], [], []
-    compile_s = run_s = run_cpu_s = 0.0
-    done = 0
-    while done < steps:
-        n = min(chunk, steps - done)
-        kwargs = dict(n_steps=n, batch_size=batch_size, diagnostics=diagnostics, unroll=unroll)
-        cache_key = (model, tx, jax.tree.structure(state), X.shape, Y.shape, tuple(sorted(kwargs.items())))
-        if cache_key not in _COMPILED:
-            t0 = time.perf_counter()
-            _COMPILED[cache_key] = _train_chunk.lower(model, tx, state, key, X, Y, **kwargs).compile()
-            compile_s += time.perf_counter() - t0
-        t0, c0 = time.perf_counter(), time.process_time()
-        state, out, diag = _COMPILED[cache_key](state, key, X, Y)
-        out = jax.device_get(out)
-        run_s += time.perf_counter() - t0
-        run_cpu_s += time.process_time() - c0
-        losses.append(out["loss"])
-        if diagnostics:
-            ratios.append(out["update_ratio"])
-            diags.extend(jax.device_get(diag))
-            end = int(state.step)
-            diag_steps.extend([end - n, end - 1][:len(diag)])
-        done += n
-        if print_every and (done % print_every < n or done == steps):
-            print(f"{int(state.step):7d}/{steps:7d}: {float(out['loss'][-1]):.4f}", flush=True)
-    update_ratios = {k: np.concatenate([r[k] for r in ratios]) for k in ratios[0]} if ratios else {}
-    return TrainResult({"params": state.params, "batch_stats": state.batch_stats}, state,
-                       np.concatenate(losses), update_ratios, diags, diag_steps, compile_s, run_s, run_cpu_s)
-
-
-def run_diagnostics(model: nn.Module, X, Y, *, steps: int = 1000, lr: float = 0.1, batch_size: int = 32,
-                    seed: int = 0, init_seed: int = LECTURE_SEED) -> TrainResult:
+def run_diagnostics(model: nn.Module, dls: DataLoaders, steps: int = 1000, lr: float = 0.1,
+                    seed: int = LECTURE_SEED) -> DiagnosticRun:
     """The lecture's debugging run of the deep net: ``steps`` SGD steps at a constant ``lr`` in one compiled
-    chunk, recording the update:data ratio of every parameter at every step, with :func:`diagnose` on the first
-    batch (at init, ``diagnostics[0]``) and on the last one (``diagnostics[-1]``)."""
-    return train(model, init(model, init_seed), X, Y, steps=steps, batch_size=batch_size, tx=optax.sgd(lr),
-                 seed=seed, chunk=steps, diagnostics=True)
+    call, with :class:`UpdateRatioCB` and :class:`DiagnosticsCB` in the step; ``diagnostics[0]`` is at init
+    (the first batch, before its update), ``diagnostics[-1]`` the last batch's."""
+    dls = DataLoaders(dataclasses.replace(dls.train, batches_per_epoch=steps), dls.valid, dls.info)
+    ratios, diag = UpdateRatioCB(), DiagnosticsCB()
+    learn = lecture_learner(model, dls, seed, steps_per_call=steps,
+                            optimizer=functools.partial(optim.sgd, learning_rate=lr))
+    learn.fit(1, valid=False, callbacks=[ratios, diag])
+    last = [steps - 1] if steps > 1 else []
+    return DiagnosticRun(variables_of(learn), diag.recorded["loss"], ratios.ratios,
+                         [diag.at(i) for i in [0, *last]], [0, *last])
 
 
 # ------------------------------------------------------------------------------------ eval & sampling
@@ -538,7 +483,7 @@ def run_diagnostics(model: nn.Module, X, Y, *, steps: int = 1000, lr: float = 0.
 @functools.partial(jax.jit, static_argnames=("model",))
 def _eval_loss(model, variables, X, Y):
     logits = model.apply(variables, X, train=False)
-    return cross_entropy(logits, Y)
+    return mean_cross_entropy(logits, Y)
 
 
 def split_loss(model: nn.Module, variables: Mapping, X, Y) -> float:
@@ -644,7 +589,7 @@ def weight_ratio_names(params: Mapping) -> list[str]:
     return [k for k, v in _named_leaves(params).items() if np.ndim(v) == 2 and min(np.shape(v)) > 1]
 
 
-def plot_diagnostics(result: TrainResult, title: str, path=None):
+def plot_diagnostics(result: DiagnosticRun, title: str, path=None):
     """One figure: activations / activation gradients / weight gradients at the first and the last diagnosed
     step, and the update:data ratios over the run."""
     import matplotlib

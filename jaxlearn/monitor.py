@@ -27,7 +27,8 @@ import numpy as np
 import optax
 from flax.traverse_util import flatten_dict
 
-from jaxlearn.learner import CancelFitException, Callback, Learner, StepContext
+from jaxlearn.learner import CancelFitException, Callback, Learner, StepRecorder
+from jaxlearn.step import StepContext, copy_state
 
 __all__ = ["GradNormCB", "NaNGuardCB", "nan_check", "NanCheckResult", "EarlyStoppingCB", "SmoothedLossCB",
            "smooth", "tree_all_finite"]
@@ -56,23 +57,7 @@ def _path_name(path: tuple) -> str:
     return "/".join(str(p) for p in path)
 
 
-class _TrainChunks(Callback):
-    """Keeps this callback's in-step outputs of every training call, on the device, for later reading."""
-
-    def before_fit(self, learn: Learner) -> None:
-        self._chunks: list = []
-
-    def after_batch(self, learn: Learner) -> None:
-        if learn.training:
-            self._chunks.append(learn.step_outputs[self])
-
-    def _concat(self):
-        if not getattr(self, "_chunks", None):
-            return None
-        return jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(self._chunks))
-
-
-class GradNormCB(_TrainChunks):
+class GradNormCB(StepRecorder):
     """Global gradient norm ``sqrt(sum of every gradient element squared)`` per training batch.
 
     Computed inside the compiled step (``optax.global_norm`` of the loss gradients, before the optimizer
@@ -83,6 +68,10 @@ class GradNormCB(_TrainChunks):
     def __init__(self, per_layer: bool = False):
         self.per_layer = per_layer
 
+    @property
+    def signature(self) -> tuple:
+        return (type(self), self.per_layer)
+
     def in_step(self, ctx: StepContext) -> dict:
         out = {"norm": optax.global_norm(ctx.grads)}
         if self.per_layer:
@@ -92,12 +81,12 @@ class GradNormCB(_TrainChunks):
 
     @property
     def norms(self) -> np.ndarray:
-        out = self._concat()
+        out = self.recorded
         return np.zeros(0) if out is None else out["norm"]
 
     @property
     def layer_norms(self) -> dict[str, np.ndarray]:
-        out = self._concat()
+        out = self.recorded
         return {} if out is None else dict(out.get("layers", {}))
 
     def plot(self, path: str | Path | None = None):
@@ -114,13 +103,14 @@ class GradNormCB(_TrainChunks):
 
 
 class NaNGuardCB(Callback):
-    """Stop the fit at the first non-finite loss, gradient or updated parameter, keeping the last good state.
+    """Stop the fit at the first non-finite loss, gradient or new train state, keeping the last good state.
 
-    Inside the compiled step each batch reports three flags (loss / grads / new params finite). Every
+    Inside the compiled step each batch reports four flags (loss / grads / new params / the rest of the new
+    state — norm statistics, optimizer state — finite). Every
     ``every`` training calls (and at the end of each training epoch) the flags are read on the host; at the
     first bad batch the fit is cancelled (``CancelFitException``), ``learn.state`` is set back to the state
-    at the last check — with ``every=1`` the state just before the call holding the bad batch; it is a kept
-    reference, train states being immutable — and ``message`` says where it happened, e.g.
+    at the last check — with ``every=1`` the state just before the call holding the bad batch; a device copy,
+    since the compiled call reuses its input state's buffers — and ``message`` says where it happened, e.g.
     ``non-finite loss at epoch 0, iteration 7 (batch 8 of 40), optimizer step 7``. ``bad`` holds the same
     as a dict; both are None while training is healthy.
     """
@@ -131,13 +121,18 @@ class NaNGuardCB(Callback):
             raise ValueError(f"every must be a positive integer, got {every!r}")
         self.every, self.verbose = every, verbose
 
+    @property
+    def signature(self) -> tuple:
+        return (type(self),)
+
     def in_step(self, ctx: StepContext) -> dict:
         return {"loss": jnp.isfinite(ctx.loss), "grads": tree_all_finite(ctx.grads),
-                "params": tree_all_finite(ctx.new_params)}
+                "params": tree_all_finite(ctx.new_params),
+                "state": tree_all_finite((ctx.new_state.model_state, ctx.new_state.opt_state))}
 
     def before_fit(self, learn: Learner) -> None:
         self.message, self.bad = None, None
-        self.good_state = learn.state  # the state before the unchecked calls (a reference: states are immutable)
+        self.good_state = copy_state(learn.state)  # the state before the unchecked calls
         self._pending: list = []       # (epoch, first iteration, n_batches, n_steps, device flags) per call
 
     def after_batch(self, learn: Learner) -> None:
@@ -154,18 +149,18 @@ class NaNGuardCB(Callback):
     def _check(self, learn: Learner) -> None:
         pending, self._pending = self._pending, []
         if not pending:
-            self.good_state = learn.state
+            self.good_state = copy_state(learn.state)
             return
         flags = jax.device_get([p[-1] for p in pending])
         step = int(self.good_state.step)
         for (epoch, it, n_batches, n_steps, _), f in zip(pending, flags):
-            ok = f["loss"] & f["grads"] & f["params"]
+            ok = f["loss"] & f["grads"] & f["params"] & f["state"]
             if ok.all():
                 step += n_steps
                 continue
             k = int(np.argmin(ok))
-            what = [name for name, v in (("loss", f["loss"]), ("gradients", f["grads"]),
-                                         ("parameters", f["params"])) if not v[k]]
+            what = [name for name, v in (("loss", f["loss"]), ("gradients", f["grads"]), ("parameters", f["params"]),
+                                         ("norm statistics or optimizer state", f["state"])) if not v[k]]
             self.bad = {"epoch": epoch, "iteration": it + k, "step": step + k, "what": what}
             learn.state = self.good_state  # every step before it came from finite numbers
             self.message = (f"NaNGuardCB: non-finite {' and '.join(what)} at epoch {epoch}, iteration {it + k} "
@@ -174,7 +169,7 @@ class NaNGuardCB(Callback):
             if self.verbose:
                 getattr(learn, "log", print)(self.message)
             raise CancelFitException(self.message)
-        self.good_state = learn.state
+        self.good_state = copy_state(learn.state)
 
 
 @dataclass
@@ -203,23 +198,24 @@ class NanCheckResult:
         return "\n".join(lines + [verdict])
 
 
-class _StepRecorder(Callback):
+class _LossAndGradNorm(StepRecorder):
     """Loss and gradient norm per step; cancels the fit after ``n_steps`` steps."""
 
     def __init__(self, n_steps: int):
-        self.n_steps = n_steps
-        self.losses, self.norms, self.done = [], [], 0
+        self.n_steps, self.done = n_steps, 0
 
-    def in_step(self, ctx: StepContext) -> jax.Array:
-        return optax.global_norm(ctx.grads)
+    @property
+    def signature(self) -> tuple:
+        return (type(self),)
+
+    def in_step(self, ctx: StepContext) -> dict:
+        return {"loss": ctx.loss, "norm": optax.global_norm(ctx.grads)}
 
     def after_batch(self, learn: Learner) -> None:
-        if learn.training:
-            self.losses.append(learn.loss)
-            self.norms.append(learn.step_outputs[self])
-            self.done += learn.n_steps
-            if self.done >= self.n_steps:
-                raise CancelFitException()
+        super().after_batch(learn)
+        self.done += learn.n_steps if learn.training else 0
+        if self.done >= self.n_steps:
+            raise CancelFitException()
 
 
 def nan_check(learn: Learner, n_steps: int = 3, lrs: Sequence[float] = (0.0, 1e-12),
@@ -234,19 +230,14 @@ def nan_check(learn: Learner, n_steps: int = 3, lrs: Sequence[float] = (0.0, 1e-
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be positive, got {n_steps}")
-    saved_state, saved_epochs, saved_callbacks = learn.state, learn.epochs_done, learn.callbacks
     result = NanCheckResult()
-    try:
-        learn.callbacks = [cb for cb in saved_callbacks if hasattr(cb, "batch_transform")]
-        for lr in lrs:
-            learn.state, learn.epochs_done = saved_state, saved_epochs
+    for lr in lrs:
+        with learn.trial():
             learn.set_hyper("learning_rate", lr)
-            rec = _StepRecorder(n_steps)
+            rec = _LossAndGradNorm(n_steps)
             learn.fit(math.ceil(n_steps / learn.dls.train.n_batches), valid=False, callbacks=[rec])
-            result.losses[float(lr)] = np.concatenate(jax.device_get(rec.losses))[:n_steps]
-            result.grad_norms[float(lr)] = np.concatenate(jax.device_get(rec.norms))[:n_steps]
-    finally:
-        learn.state, learn.epochs_done, learn.callbacks = saved_state, saved_epochs, saved_callbacks
+        result.losses[float(lr)] = rec.recorded["loss"][:n_steps]
+        result.grad_norms[float(lr)] = rec.recorded["norm"][:n_steps]
     if verbose:
         getattr(learn, "log", print)(str(result))
     if raise_error and not result.ok:
@@ -258,8 +249,8 @@ class EarlyStoppingCB(Callback):
     """Stop the fit when ``monitor`` ('valid_loss', 'valid_accuracy', 'train_loss', ...) has not improved by
     more than ``min_delta`` for ``patience`` epochs. ``mode`` 'min' / 'max' / 'auto' (max for accuracy).
 
-    With ``restore_best`` the learner ends the fit with the state of the best epoch (a kept reference,
-    no copy). ``best``, ``best_epoch`` and ``stopped_epoch`` (None if it never stopped) say what happened.
+    With ``restore_best`` the learner ends the fit with the state of the best epoch (a device copy taken at
+    each improvement). ``best``, ``best_epoch`` and ``stopped_epoch`` (None if it never stopped) say what happened.
     """
     order = 10  # after MetricsCB has logged the epoch
 
@@ -297,7 +288,7 @@ class EarlyStoppingCB(Callback):
         value = learn.epoch_metrics[self.metric]
         self.values.append(value)
         if self._improved(value):
-            self.best, self.best_epoch, self.best_state, self.wait = value, learn.epoch, learn.state, 0
+            self.best, self.best_epoch, self.best_state, self.wait = value, learn.epoch, copy_state(learn.state), 0
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -313,7 +304,7 @@ class EarlyStoppingCB(Callback):
             learn.state = self.best_state
 
 
-class SmoothedLossCB(_TrainChunks):
+class SmoothedLossCB(StepRecorder):
     """Every training batch's loss and fast.ai's debiased exponentially smoothed version (β = 0.98).
 
     The raw losses stay on the device during the fit; ``raw`` and ``smoothed`` read them afterwards.
@@ -324,13 +315,12 @@ class SmoothedLossCB(_TrainChunks):
             raise ValueError(f"beta must be in [0, 1), got {beta}")
         self.beta = beta
 
-    def after_batch(self, learn: Learner) -> None:
-        if learn.training:
-            self._chunks.append(learn.loss)
+    def record(self, learn: Learner) -> jax.Array:
+        return learn.loss
 
     @property
     def raw(self) -> np.ndarray:
-        out = self._concat()
+        out = self.recorded
         return np.zeros(0) if out is None else np.asarray(out)
 
     @property

@@ -59,6 +59,7 @@ Where miniai differs from optax
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -557,12 +558,8 @@ def unfreeze(opt_state: optax.OptState) -> optax.OptState:
 
 
 # ----------------------------------------------------------------------------
-# Layer groups through the Learner
+# Layer groups, and what the Learner needs of an optimizer
 # ----------------------------------------------------------------------------
-# jaxlearn.learner does not import this module, so importing its Callback base
-# class here makes no cycle.
-
-from jaxlearn.learner import Callback  # noqa: E402
 
 
 def layer_groups(
@@ -584,41 +581,53 @@ def layer_groups(
     return differential(inner_factory, lrs, lambda params: param_groups(params, groups), **inner_kwargs)
 
 
-def learner_freeze_to(learn: Any, n: int) -> None:
-    """``freeze_to`` on a Learner's optimizer state, in place: groups ``< n`` stop training.
+def get_hyperparam(opt_state: optax.OptState, name: str) -> float:
+    """The value of an injected hyperparameter (the first group's, if several), read to the host."""
+    try:
+        leaves = optax.tree_utils.tree_get_all_with_path(opt_state, name)
+    except KeyError:
+        leaves = []
+    if not leaves:
+        raise KeyError(f"the optimizer has no injectable hyperparameter {name!r}: pass a factory such as "
+                       f"optax.sgd, or wrap it with optax.inject_hyperparams")
+    return float(np.asarray(leaves[0][1]).reshape(-1)[0])
 
-    Only the ``trainable`` hyperparameters of ``learn.state.opt_state`` change
-    (same dtypes), so the compiled step is reused, not retraced.
+
+def check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    """A learning rate (or other scale) must be finite and positive: a clear error before training."""
+    v = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(v)) or np.any(v < 0) or (not allow_zero and np.any(v == 0)):
+        raise ValueError(f"{name} must be a finite {'non-negative' if allow_zero else 'positive'} number, "
+                         f"got {value!r}")
+
+
+DEFAULT_LR = 0.1
+
+
+def make_optimizer(optimizer: optax.GradientTransformation | Callable[..., optax.GradientTransformation],
+                   lr: float | None = None) -> optax.GradientTransformation:
+    """A ready transformation from a transformation or a factory.
+
+    A factory (``optax.sgd``, ``partial(optax.adamw, learning_rate=3e-4, b1=0.9)``) is wrapped with
+    ``optax.inject_hyperparams`` so that its numeric settings can change between steps without recompiling;
+    what the user bound is used as given, and ``lr`` (default 0.1) only fills a learning rate left unset —
+    or replaces it when given explicitly. A schedule passed as ``learning_rate`` stays a schedule.
     """
-    learn.state = learn.state.replace(opt_state=freeze_to(learn.state.opt_state, n))
+    if lr is not None:
+        check_positive("lr", lr)
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if not callable(optimizer):
+        raise TypeError(f"optimizer must be an optax GradientTransformation or a factory, got {optimizer!r}")
+    args, kwargs = (), {}
+    if isinstance(optimizer, functools.partial):
+        optimizer, args, kwargs = optimizer.func, optimizer.args, dict(optimizer.keywords)
+    if lr is not None or ("learning_rate" not in kwargs and not args):
+        kwargs["learning_rate"] = DEFAULT_LR if lr is None else lr
+    return optax.inject_hyperparams(optimizer)(*args, **kwargs)
 
 
-class LayerGroupsCB(Callback):
-    """Freeze layer groups for a fit: ``learn.fit(1, callbacks=[LayerGroupsCB(freeze_to=-1)])``.
-
-    At ``before_fit`` groups ``< freeze_to`` are frozen and the others trained
-    (``freeze_to=0`` unfreezes all; negative counts from the end, ``-1`` = the
-    head only, fastai's ``learn.freeze()``). With ``restore=True`` the previous
-    flags are put back after the fit; otherwise the freezing stays, as in fastai.
-    The optimizer must come from :func:`layer_groups` / :func:`differential`.
-    """
-    order = -1  # before schedulers and recorders
-
-    def __init__(self, freeze_to: int = -1, restore: bool = False):
-        self.freeze_to, self.restore = freeze_to, restore
-
-    def before_fit(self, learn: Any) -> None:
-        self._saved = _trainable_flags(learn.state.opt_state)
-        learner_freeze_to(learn, self.freeze_to)
-
-    def cleanup_fit(self, learn: Any) -> None:
-        if self.restore:
-            flags = self._saved
-            learn.state = learn.state.replace(opt_state=jax.tree_util.tree_map_with_path(
-                lambda path, leaf: flags.get(jax.tree_util.keystr(path), leaf), learn.state.opt_state))
-
-
-def _trainable_flags(opt_state: optax.OptState) -> dict[str, jax.Array]:
+def trainable_flags(opt_state: optax.OptState) -> dict[str, jax.Array]:
     """``{path: flag}`` of every group's ``trainable`` hyperparameter."""
     leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
     return {jax.tree_util.keystr(path): leaf for path, leaf in leaves

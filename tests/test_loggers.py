@@ -72,7 +72,7 @@ def test_a_resumed_run_drops_rows_past_the_checkpoint(tiny_data, tmp_path):
         new().fit(4, callbacks=[MetricsLoggerCB(log), CheckpointCB(ck, every_n_epochs=2), Stop()])
     assert [r["epochs_done"] for r in read_metrics(log)] == [1, 2, 3]
     resumed = new()
-    resumed.fit(4, callbacks=[MetricsLoggerCB(log), CheckpointCB(ck, every_n_epochs=2)], resume_from=ck)
+    resumed.fit(4, callbacks=[MetricsLoggerCB(log), CheckpointCB(ck, every_n_epochs=2, resume=True)])
     assert [r["epochs_done"] for r in read_metrics(log)] == [1, 2, 3, 4]  # epoch 3 redone, not logged twice
 
 

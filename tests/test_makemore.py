@@ -1,6 +1,7 @@
-"""makemore part 3 (jaxlearn.makemore): modules, init, compiled training loop, sampling and diagnostics."""
+"""makemore part 3 (jaxlearn.makemore): modules, init, training on the core Learner, sampling, diagnostics."""
 
 import os
+from functools import partial
 
 import chex
 import jax
@@ -8,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlearn import data
+from jaxlearn import data, optim
 from jaxlearn import makemore as mm
+from jaxlearn.step import copy_state
 
 
 @pytest.fixture(scope="module")
@@ -86,37 +88,30 @@ def test_batchnorm1d_matches_torch():
 
 # ------------------------------------------------------------------------------------------ training
 
-def test_short_training_lowers_loss_and_chunks_do_not_matter(splits):
+def test_short_training_lowers_loss_and_steps_per_call_do_not_matter(splits):
     _, sp = splits
-    Xtr, Ytr = sp["train"]
     model = mm.LADDER[3].model
-    v = mm.init(model)
-    before = mm.split_loss(model, v, *sp["valid"])
-    a = mm.train(model, v, Xtr, Ytr, steps=1000, chunk=1000, seed=1)
-    b = mm.train(model, v, Xtr, Ytr, steps=1000, chunk=500, seed=1)
-    chex.assert_trees_all_close(a.variables["params"], b.variables["params"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
-    assert a.losses.shape == (1000,) and int(a.state.step) == 1000
-    after = mm.split_loss(model, a.variables, *sp["valid"])
+    dls = data.names_loaders(32, batches_per_epoch=500)
+    a, b = mm.lecture_learner(model, dls, seed=1, steps_per_call=500), mm.lecture_learner(model, dls, seed=1,
+                                                                                       steps_per_call=250)
+    before = mm.split_loss(model, mm.variables_of(a), *sp["valid"])
+    la, lb = mm.train(a, 1000), mm.train(b, 1000)
+    chex.assert_trees_all_close(a.state.params, b.state.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    assert la.shape == (1000,) and int(a.state.step) == 1000
+    after = mm.split_loss(model, mm.variables_of(a), *sp["valid"])
     assert after < before - 0.5, (before, after)
-    assert a.losses[-100:].mean() < a.losses[:10].mean() - 0.5
-    chex.assert_trees_all_equal(v["params"]["W1"], mm.init(model)["params"]["W1"])  # inputs not donated
+    assert la[-100:].mean() < la[:10].mean() - 0.5
+    with pytest.raises(ValueError, match="multiple of the batches per epoch"):
+        mm.train(a, 750)
 
 
 def test_lecture_lr_schedule():
-    tx = mm.sgd()
-    p = {"w": jnp.ones(3)}
-    state = tx.init(p)
-    lrs = []
-    for count in (0, 99_999, 100_000, 150_000):
-        upd, _ = tx.update({"w": jnp.ones(3)}, _with_count(state, count))
-        lrs.append(-float(upd["w"][0]))
-    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
-
-
-def _with_count(state, count):
-    """The optimizer state with every step counter set to ``count``."""
-    return jax.tree.map(lambda s: jnp.asarray(count, s.dtype) if jnp.ndim(s) == 0 else s, state)
+    np.testing.assert_allclose(mm.lecture_lr(jnp.array([0, 99_999, 100_000, 150_000])), [0.1, 0.1, 0.01, 0.01],
+                               rtol=1e-6)
+    learn = mm.lecture_learner(mm.LADDER[3].model, data.names_loaders(32, batches_per_epoch=2))
+    mm.train(learn, 2)
+    assert learn.get_hyper("learning_rate") == pytest.approx(0.1)  # the schedule, evaluated by the optimizer
 
 
 def test_batchnorm_running_stats_approach_calibrated(splits):
@@ -124,12 +119,13 @@ def test_batchnorm_running_stats_approach_calibrated(splits):
     Xtr, Ytr = sp["train"]
     # the lecture's hand-written BatchNorm; momentum 0.01 rather than its 0.001 so that 3,000 steps suffice
     model = mm.MLP(w1_scale=mm.KAIMING_TANH, w2_scale=0.01, b2_scale=0.0, batchnorm=True, bn_momentum=0.01)
-    v = mm.init(model)
-    res = mm.train(model, v, Xtr, Ytr, steps=3000, chunk=3000, seed=2)
-    running = res.variables["batch_stats"]
-    cal = mm.calibrate(model, res.variables, Xtr)["batch_stats"]
-    emb = np.asarray(res.variables["params"]["C"])[Xtr].reshape(len(Xtr), -1)
-    hpre = emb @ np.asarray(res.variables["params"]["W1"])
+    learn = mm.lecture_learner(model, data.names_loaders(32, batches_per_epoch=3000), seed=2, steps_per_call=3000)
+    mm.train(learn, 3000)
+    variables = mm.variables_of(learn)
+    running = variables["batch_stats"]
+    cal = mm.calibrate(model, variables, Xtr)["batch_stats"]
+    emb = np.asarray(variables["params"]["C"])[Xtr].reshape(len(Xtr), -1)
+    hpre = emb @ np.asarray(variables["params"]["W1"])
     np.testing.assert_allclose(cal["bnmean_running"][0], hpre.mean(0), rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(cal["bnstd_running"][0], hpre.std(0, ddof=1), rtol=1e-3)
     start_err = np.abs(np.asarray(cal["bnstd_running"]) - 1.0).mean()  # running std starts at 1
@@ -137,8 +133,8 @@ def test_batchnorm_running_stats_approach_calibrated(splits):
     err_mean = np.abs(np.asarray(running["bnmean_running"]) - np.asarray(cal["bnmean_running"])).mean()
     scale = np.asarray(cal["bnstd_running"]).mean()
     assert err_std < 0.1 * scale and err_mean < 0.1 * scale and err_std < 0.2 * start_err, (err_std, err_mean)
-    l_run = mm.split_loss(model, res.variables, *sp["valid"])
-    l_cal = mm.split_loss(model, {"params": res.variables["params"], "batch_stats": cal}, *sp["valid"])
+    l_run = mm.split_loss(model, variables, *sp["valid"])
+    l_cal = mm.split_loss(model, {"params": variables["params"], "batch_stats": cal}, *sp["valid"])
     assert abs(l_run - l_cal) < 0.02, (l_run, l_cal)
 
 
@@ -192,7 +188,7 @@ def test_diagnostics_equal_numpy(batchnorm):
     def loss(params):
         logits, _ = model.apply({"params": params, "batch_stats": v["batch_stats"]}, xb, train=True,
                                 mutable=["batch_stats"])
-        return mm.cross_entropy(logits, yb)
+        return mm.mean_cross_entropy(logits, yb)
     chex.assert_trees_all_close(grads, jax.grad(loss)(v["params"]), rtol=1e-5, atol=1e-7)
     if not batchnorm:  # d loss / d h_last = (softmax - onehot) / B @ W_out^T
         h = np.asarray(t["acts"]["Tanh_1"], np.float64)
@@ -204,32 +200,42 @@ def test_diagnostics_equal_numpy(batchnorm):
         np.testing.assert_allclose(t["out_grads"]["Tanh_1"], p / 32 @ w.T, rtol=1e-4, atol=1e-8)
 
 
-def test_update_ratios_and_in_loop_diagnostics(splits):
+def test_update_ratios_and_diagnostics_inside_the_training_step(splits):
     _, sp = splits
-    Xtr, Ytr = sp["train"]
+    Xtr, Ytr = (a[:96] for a in sp["train"])
     model = mm.DeepMLP(n_hidden=16, n_layers=2)
     lr = 0.1
-    res = mm.run_diagnostics(model, Xtr, Ytr, steps=3, lr=lr, seed=5, init_seed=0)
-    assert res.diagnostic_steps == [0, 2] and len(res.losses) == 3
+    ds = data.ArrayDataset(Xtr, Ytr, 32)  # unshuffled: step 0 trains on the first 32 examples
+    learn = mm.lecture_learner(model, data.DataLoaders(ds, ds), seed=5, steps_per_call=3,
+                               optimizer=partial(optim.sgd, learning_rate=lr))
+    v0 = copy_state(learn.state.params)
+    ratios, diag = mm.UpdateRatioCB(), mm.DiagnosticsCB()
+    learn.fit(1, valid=False, callbacks=[ratios, diag])
     # recompute step 0 by hand: the same minibatch, plain jax.grad, p - lr * g
-    v0 = mm.init(model, 0)
-    ix = np.asarray(mm._batch_indices(jax.random.key(5), jnp.int32(0), 1, 32, len(Xtr)))[0]
-    xb, yb = jnp.asarray(Xtr[ix]), jnp.asarray(Ytr[ix])
+    xb, yb = jnp.asarray(Xtr[:32]), jnp.asarray(Ytr[:32])
 
     def loss(params):
-        return mm.cross_entropy(model.apply({"params": params}, xb, train=True), yb)
-    l0, g = jax.value_and_grad(loss)(v0["params"])
-    np.testing.assert_allclose(res.losses[0], l0, rtol=1e-5)
-    np.testing.assert_allclose(res.diagnostics[0]["loss"], l0, rtol=1e-5)
-    p1 = jax.tree.map(lambda p, g_: p - lr * g_, v0["params"], g)
+        return mm.mean_cross_entropy(model.apply({"params": params}, xb, train=True), yb)
+    l0, g = jax.value_and_grad(loss)(v0)
+    d0 = diag.at(0)
+    np.testing.assert_allclose(d0["loss"], l0, rtol=1e-5)
+    reference = mm.diagnose(model, {"params": v0, "batch_stats": {}}, xb, yb)  # the standalone function
+    chex.assert_trees_all_close(d0, reference, rtol=1e-4, atol=1e-6)
+    p1 = jax.tree.map(lambda p, g_: p - lr * g_, v0, g)
     for name, (u, p) in {"C": (lr * g["C"], p1["C"]),
                          "Linear_1/weight": (lr * g["Linear_1"]["weight"], p1["Linear_1"]["weight"])}.items():
         expected = np.log10(np.asarray(u, np.float64).std() / np.asarray(p, np.float64).std())
-        np.testing.assert_allclose(res.update_ratios[name][0], expected, rtol=1e-4)
-    gd = res.diagnostics[0]["weight_grads"]["Linear_1/weight"]["grad_data"]
+        np.testing.assert_allclose(ratios.ratios[name][0], expected, rtol=1e-4)
+    gd = d0["weight_grads"]["Linear_1/weight"]["grad_data"]
     np.testing.assert_allclose(gd, np.std(np.asarray(g["Linear_1"]["weight"])) /
-                               np.std(np.asarray(v0["params"]["Linear_1"]["weight"])), rtol=1e-4)
-    assert all(np.isfinite(r).all() and r.shape == (3,) for r in res.update_ratios.values())
+                               np.std(np.asarray(v0["Linear_1"]["weight"])), rtol=1e-4)
+    assert all(np.isfinite(r).all() and r.shape == (3,) for r in ratios.ratios.values())
+
+
+def test_run_diagnostics_keeps_the_first_and_last_step():
+    res = mm.run_diagnostics(mm.DeepMLP(n_hidden=16, n_layers=2), data.names_loaders(32), steps=3, lr=0.1, seed=5)
+    assert res.diagnostic_steps == [0, 2] and len(res.losses) == 3 and len(res.diagnostics) == 2
+    assert sorted(res.diagnostics[-1]["activations"]) == ["Tanh_0", "Tanh_1"]
 
 
 def test_lecture_batchnorm_closed_form_backward():

@@ -10,7 +10,8 @@ import pytest
 from jaxlearn.callbacks import MetricsCB
 from jaxlearn.data import DataLoaders
 from jaxlearn.evaluation import accuracy_ci, accuracy_ci_halfwidth, format_accuracy
-from jaxlearn.learner import Callback, Learner, cross_entropy
+from jaxlearn.learner import Callback, Learner
+from jaxlearn.step import cross_entropy
 from jaxlearn.monitor import (EarlyStoppingCB, GradNormCB, NaNGuardCB, SmoothedLossCB, nan_check, smooth,
                               tree_all_finite)
 

@@ -12,6 +12,7 @@ from jaxlearn.callbacks import ActivationStats
 from jaxlearn.data import DataLoaders
 from jaxlearn.layers import GeneralRelu
 from jaxlearn.learner import Learner
+from jaxlearn.step import copy_state
 from jaxlearn.models import get_model
 
 
@@ -73,7 +74,7 @@ def test_activation_stats_in_step_equal_numpy_on_captured_activations(fashion_sm
     astats = ActivationStats(GeneralRelu, signed=True)
     learn = Learner(get_model(act), dls, optimizer=optax.sgd, lr=0.1, callbacks=[astats])
     learn.fit(1, valid=False)
-    params1 = learn.state.params  # what the next fit's first batch sees
+    params1 = copy_state(learn.state.params)  # what the next fit's first batch sees (a copy: fit donates)
     learn.fit(1, valid=False)
     assert learn.n_traces == 1, "the stats-capturing step compiles once"
     s = astats.stats
