@@ -377,6 +377,15 @@ def _sampled_indices(n: int, bs: int, n_batches: int, key: jax.Array, epoch: int
     return idx, jnp.ones((n_batches, bs), jnp.float32)
 
 
+_SHUFFLE_STREAM = 2  # folded into a run's seed for the datasets' shuffling
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def shuffle_key(seed: int, dataset_seed: int) -> jax.Array:
+    """A dataset's shuffle key from a run's seed and the dataset's own, made on the device (no transfer)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SHUFFLE_STREAM), dataset_seed)
+
+
 def check_compatible(train: ArrayDataset, valid: ArrayDataset) -> None:
     """Train and valid sets must agree per example (shapes, dtypes), or one model cannot take both."""
     for what, a, b in (("inputs", train.x, valid.x), ("labels", train.y, valid.y)):

@@ -21,10 +21,8 @@ import optax
 from jax.sharding import Mesh
 
 from jaxlearn import metrics as M, sharding, step as S
-from jaxlearn.data import ArrayDataset, DataLoaders, check_compatible, check_like
+from jaxlearn.data import ArrayDataset, DataLoaders, check_compatible, check_like, shuffle_key
 from jaxlearn.optim import check_positive, get_hyperparam, make_optimizer, set_hyperparams
-
-_SHUFFLE_STREAM = 2  # folded into the Learner's seed for the datasets' shuffling
 
 
 class CancelFitException(Exception):
@@ -71,10 +69,7 @@ class Learner:
                  callbacks: Iterable[Callback] = (), lr: float | None = None,
                  metrics: Sequence[M.Metric | Callable] | None = None, seed: int = 0,
                  steps_per_call: int | None = None, mesh: Mesh | bool | None = None):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        if steps_per_call is not None and (not isinstance(steps_per_call, int) or steps_per_call < 1):
-            raise ValueError(f"steps_per_call must be a positive integer, got {steps_per_call!r}")
+        _check_settings(seed, steps_per_call)
         self.model, self.dls, self.loss_fn, self.seed = model, dls, loss_fn, int(seed)
         self.callbacks: list[Callback] = list(callbacks)
         self.steps_per_call = steps_per_call or (1 if jax.default_backend() == "cpu" else dls.train.n_batches)
@@ -87,13 +82,11 @@ class Learner:
         self.state = self._put(state)
         self._carry0 = {bs: self._put(S.initial_carry(model, dls.train, bs, self.seed))
                         for bs in {dls.train.batch_size, dls.valid.batch_size}}
-        self._keys = {id(ds): self._shuffle_key(ds) for ds in (dls.train, dls.valid)}
         self.epochs_done = 0      # training epochs finished over all fits: seeds each epoch's shuffle
         self.fit_epochs_done = 0  # epochs finished in the current / last fit
         self._compiled: dict = {}
-        self._data: dict = {}
+        self._placed = {id(ds): self._put((ds.x, ds.y)) for ds in (dls.train, dls.valid)}  # on the mesh once
 
-    # ------------------------------------------------------------------------------- devices and state
     @property
     def state(self) -> S.TrainState:
         """The train state. The next training call donates (reuses) its buffers: keep a ``step.copy_state``
@@ -110,9 +103,6 @@ class Learner:
 
     def _put(self, tree: Any) -> Any:
         return sharding.replicate(tree, self.mesh)
-
-    def _shuffle_key(self, ds: ArrayDataset) -> jax.Array:
-        return jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), _SHUFFLE_STREAM), ds.seed)
 
     def set_hyper(self, name: str, value: float | jax.Array) -> None:
         """Set an injected optimizer hyperparameter (e.g. 'learning_rate') everywhere it occurs."""
@@ -149,41 +139,18 @@ class Learner:
 
     def batch_transform(self) -> S.Transform:
         """The callbacks' input transforms in order, as one ``(x, training, key) -> x``."""
-        return S.compose_transforms([cb.batch_transform for cb in sorted(self.callbacks, key=attrgetter("order"))
-                                     if hasattr(cb, "batch_transform")])
+        return S.callbacks_transform(sorted(self.callbacks, key=attrgetter("order")))
 
     @property
     def n_traces(self) -> int:
         """Times the compiled calls were traced (tests check it stays put)."""
-        calls = [c if callable(c) else c[0] for c in self._compiled.values()]  # train calls; eval calls
-        return sum(f._cache_size() for f in calls)
+        return S.n_traces(self._compiled)
 
-    # ----------------------------------------------------------------------------------- compiled calls
     def _compile(self, total_steps: int) -> None:
-        """The compiled calls for the fit's callbacks, cached by what they put into the trace: in-step hooks,
-        input transforms and schedules (with the fit's length) for training; the transforms for evaluation."""
-        in_step = [cb for cb in self._cbs if hasattr(cb, "in_step") or cb.capture is not None]
-        tfms = tuple(cb.signature for cb in self._cbs if hasattr(cb, "batch_transform"))
-        scheds = [cb for cb in self._cbs if hasattr(cb, "hyper_schedules")]
-        key = (tuple(cb.signature for cb in in_step), tfms, tuple(cb.signature for cb in scheds),
-               total_steps if scheds else None)
-        common = dict(constrain=sharding.batch_constraint(self.mesh), jit_kwargs=sharding.replicated(self.mesh))
-        if key not in self._compiled:
-            filters = [cb.capture for cb in in_step if cb.capture is not None]
-            capture = (lambda mdl, method: any(f(mdl, method) for f in filters)) if filters else None
-            hooks = {f"cb{i}": cb.in_step for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
-            train_step = S.make_train_step(self.loss_fn, self.metrics, capture, hooks,
-                                           perturb=any(cb.perturb for cb in in_step))
-            schedules = {k: v for cb in scheds for k, v in cb.hyper_schedules(total_steps).items()}
-            self._compiled[key] = S.make_train_call(train_step, self.dls.train.transform, self.batch_transform(),
-                                                    schedules, **common)
-        if tfms not in self._compiled:
-            self._compiled[tfms] = (
-                S.make_eval_call(S.make_eval_step(self.loss_fn, self.metrics), self.dls.valid.transform,
-                                 self.batch_transform(), **common),
-                S.make_predict(self.dls.valid.transform, self.batch_transform()))
-        self._train_call, (self._eval_call, self._predict) = self._compiled[key], self._compiled[tfms]
-        self._hooked = {f"cb{i}": cb for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
+        self._cbs = sorted(self.callbacks, key=attrgetter("order"))
+        self._train_call, self._eval_call, self._predict, self._hooked = S.compiled_calls(
+            self._compiled, self._cbs, total_steps, self.loss_fn, self.metrics, self.dls,
+            sharding.batch_constraint(self.mesh), sharding.replicated(self.mesh))
 
     # ---------------------------------------------------------------------------------------- the loop
     def callback(self, method_name: str) -> None:
@@ -245,20 +212,17 @@ class Learner:
         self._with("epoch", self._one_epoch, CancelEpochException)
 
     def _one_epoch(self) -> None:
-        key = self._keys[id(self.dl)] if id(self.dl) in self._keys else self._shuffle_key(self.dl)
+        key = shuffle_key(self.seed, self.dl.seed)  # made on the device: no transfer
         self.batch = self._put(self.dl.epoch_indices(self._put(np.int32(self.epochs_done)), key))
         self.acc, self.pos = self._put(S.epoch_start(tuple(m.name for m in self.metrics)))
-        if self._data.get(id(self.dl), (None,))[0] is not self.dl:  # placed on the mesh once
-            self._data[id(self.dl)] = (self.dl, self._put((self.dl.x, self.dl.y)))
-        self.data = self._data[id(self.dl)][1]
+        self.data = self._placed.get(id(self.dl)) or self._put((self.dl.x, self.dl.y))
         self.reset_carry(self.dl.batch_size)
         self.n_batches = self.dl.n_batches
         if self.training:
             for self.iter in range(0, self.n_batches, self.steps_per_call):
-                self._launched = False
-                self.n_steps, launched = min(self.steps_per_call, self.n_batches - self.iter), self.iter
+                self.n_steps, self._launched = min(self.steps_per_call, self.n_batches - self.iter), False
                 self._with("batch", self._one_batch, CancelBatchException)
-                if self.iter == launched and not self._launched:  # a skipped call: move past its batches
+                if not self._launched:  # a skipped call: move past its batches
                     self.pos = self.pos + self._put(np.int32(self.n_steps))
             self.epochs_done += 1
         else:
@@ -274,12 +238,10 @@ class Learner:
         self.loss = out.pop("loss")  # (n_steps,) per-batch losses, still on the device
         self.step_outputs = {self._hooked[k]: v for k, v in out.items()}
 
-    # ------------------------------------------------------------------------------------- predictions
     def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray:
         """Model outputs for raw inputs ``x`` (like the training set's: same dtype and range; a single example
         may omit the batch axis), in eval mode with the evaluation input transforms, batched on the device."""
         x, single = check_like(x, self.dls.train)
-        self._cbs = sorted(self.callbacks, key=attrgetter("order"))
         self._compile(0)
         outs = [self._predict(self.state, self._put(jax.tree.map(lambda a: a[i:i + batch_size], x)))
                 for i in range(0, len(jax.tree.leaves(x)[0]), batch_size)]
@@ -289,7 +251,6 @@ class Learner:
     def evaluate(self, ds: ArrayDataset | None = None) -> dict[str, float]:
         """Loss and metrics on ``ds`` (default: the validation set), with the input transforms only."""
         with self.trial():
-            self._cbs = sorted(self.callbacks, key=attrgetter("order"))
             self._compile(0)
             self.one_epoch(False, ds)
             return dict(self.epoch_metrics)
@@ -316,3 +277,10 @@ class StepRecorder(Callback):
         if not chunks:
             return None
         return jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(chunks))
+
+
+def _check_settings(seed: Any, steps_per_call: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if steps_per_call is not None and (not isinstance(steps_per_call, int) or steps_per_call < 1):
+        raise ValueError(f"steps_per_call must be a positive integer, got {steps_per_call!r}")

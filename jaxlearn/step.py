@@ -322,6 +322,49 @@ def make_predict(input_transform: Callable[[PyTree], PyTree] = lambda x: x,
     return jax.jit(predict)
 
 
+# ------------------------------------------------------------------------------ compiled for callbacks
+
+def callbacks_transform(callbacks: Sequence[Any]) -> Transform:
+    """The ``batch_transform`` of every callback that has one, in the given order, as one transform."""
+    return compose_transforms([cb.batch_transform for cb in callbacks if hasattr(cb, "batch_transform")])
+
+
+def compiled_calls(cache: dict, callbacks: Sequence[Any], total_steps: int, loss_fn: Callable,
+                   metrics: Sequence[Metric], dls, constrain: Callable, jit_kwargs: Mapping) -> tuple:
+    """The train, eval and predict calls for ``callbacks`` (sorted by order), built once and kept in ``cache``.
+
+    What a callback puts into the trace — ``in_step`` hooks and ``capture`` filters, ``batch_transform``,
+    ``hyper_schedules`` (with the fit's ``total_steps``) — is named by its ``signature``: calls are shared by
+    callbacks with equal signatures. The eval and predict calls depend on the transforms only. Returns
+    ``(train_call, eval_call, predict, hooked)``, ``hooked`` mapping the train call's output names to the
+    callbacks whose ``in_step`` made them.
+    """
+    in_step = [cb for cb in callbacks if hasattr(cb, "in_step") or cb.capture is not None]
+    tfms = tuple(cb.signature for cb in callbacks if hasattr(cb, "batch_transform"))
+    scheds = [cb for cb in callbacks if hasattr(cb, "hyper_schedules")]
+    key = (tuple(cb.signature for cb in in_step), tfms, tuple(cb.signature for cb in scheds),
+           total_steps if scheds else None)
+    transform = callbacks_transform(callbacks)
+    if key not in cache:
+        filters = [cb.capture for cb in in_step if cb.capture is not None]
+        capture = (lambda mdl, method: any(f(mdl, method) for f in filters)) if filters else None
+        hooks = {f"cb{i}": cb.in_step for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
+        train_step = make_train_step(loss_fn, metrics, capture, hooks, perturb=any(cb.perturb for cb in in_step))
+        schedules = {k: v for cb in scheds for k, v in cb.hyper_schedules(total_steps).items()}
+        cache[key] = make_train_call(train_step, dls.train.transform, transform, schedules, constrain, jit_kwargs)
+    if tfms not in cache:
+        cache[tfms] = (make_eval_call(make_eval_step(loss_fn, metrics), dls.valid.transform, transform, constrain,
+                                      jit_kwargs),
+                       make_predict(dls.valid.transform, transform))
+    hooked = {f"cb{i}": cb for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
+    return cache[key], *cache[tfms], hooked
+
+
+def n_traces(cache: dict) -> int:
+    """How many times the train and eval calls in a :func:`compiled_calls` cache were traced."""
+    return sum((c if callable(c) else c[0])._cache_size() for c in cache.values())
+
+
 # ------------------------------------------------------------------------------- setting up a Learner's run
 
 def describe(x: PyTree) -> str:
