@@ -35,7 +35,9 @@ class MetricsCB(Callback):
         self.show = show
 
     def before_fit(self, learn: Learner) -> None:
-        self.history: list[dict] = []
+        # a fit resumed from a checkpoint starts from the rows the checkpoint kept
+        self.history: list[dict] = [dict(r) for r in getattr(learn, "resumed_history", None) or []]
+        learn.resumed_history = None
         self._printed_header = False
 
     def before_epoch(self, learn: Learner) -> None:
@@ -310,7 +312,7 @@ class LayerGroupsCB(Callback):
         learn.replace_state(opt_state=freeze_to(learn.state.opt_state, self.freeze_to))
 
     def cleanup_fit(self, learn: Learner) -> None:
-        if self.restore:
-            flags = self._saved
+        flags, self._saved = getattr(self, "_saved", None), None  # None: before_fit never ran
+        if self.restore and flags is not None:
             learn.replace_state(opt_state=jax.tree_util.tree_map_with_path(
                 lambda path, leaf: flags.get(jax.tree_util.keystr(path), leaf), learn.state.opt_state))

@@ -22,6 +22,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization, traverse_util
 
+from jaxlearn.callbacks import MetricsCB
 from jaxlearn.learner import Callback, Learner
 from jaxlearn.step import copy_state
 
@@ -76,7 +78,16 @@ def _position(learn: Learner, fit_epoch: int | None = None) -> dict:
             "fit_epoch": int(learn.fit_epochs_done if fit_epoch is None else fit_epoch),
             "n_epochs": int(getattr(learn, "n_epochs", 0)), "step": int(np.asarray(jax.device_get(learn.state.step))),
             "seed": int(learn.seed), "n_devices": int(learn.n_devices),
-            "metrics": {k: float(v) for k, v in getattr(learn, "epoch_metrics", {}).items()}}
+            "metrics": {k: float(v) for k, v in getattr(learn, "epoch_metrics", {}).items()},
+            "history": _metrics_history(learn)}
+
+
+def _metrics_history(learn: Learner) -> list[dict]:
+    """The epoch rows of the Learner's MetricsCB (restored on resume, so the history is whole); a non-finite
+    number is stored as null, keeping the record strict JSON."""
+    cb = next((cb for cb in learn.callbacks if isinstance(cb, MetricsCB)), None)
+    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+            for row in getattr(cb, "history", [])]
 
 
 @contextlib.contextmanager
@@ -444,14 +455,16 @@ class CheckpointCB(Callback):
         self.directory = Path(directory).absolute()
         self.every_n_epochs, self.keep, self.async_save, self.overwrite = every_n_epochs, keep, async_save, overwrite
         self.resume = resume
+        self.manager, self._pending = None, None  # cleanup_fit is safe even if before_fit never ran
         self.saved: list[int] = []  # steps this callback wrote
 
     def resume_fit(self, learn: Learner) -> None:
         """With ``resume=True`` and a finished checkpoint in the directory: restore it and skip the epochs of
         this fit that it had finished, so the fit continues exactly where it stopped."""
-        learn.resumed_from = None
+        learn.resumed_from, learn.resumed_history = None, None
         if self.resume and latest_step(self.directory) is not None:
             position = restore_checkpoint(learn, self.directory)
+            learn.resumed_history = position.get("history")
             learn.fit_epochs_done = min(int(position.get("fit_epoch", 0)), learn.n_epochs)
             learn.epochs = range(learn.fit_epochs_done, learn.n_epochs)
             learn.resumed_from = str(self.directory)

@@ -300,11 +300,21 @@ def identity(x):
     return x
 
 
-def normalize(mean: float | jax.Array, std: float | jax.Array) -> Callable[[jax.Array], jax.Array]:
+@dataclass(frozen=True, eq=False)
+class Normalize:
+    """``(x - mean) / std``; an object rather than a closure so that an exported Learner pickles it."""
+    mean: Any
+    std: Any
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return (x - self.mean) / self.std
+
+
+def normalize(mean: float | jax.Array, std: float | jax.Array) -> Normalize:
     """The input-normalization transform ``(x - mean) / std`` (lesson 17: Fashion-MNIST 0.28 / 0.35)."""
     if np.any(np.asarray(std) <= 0):
         raise ValueError(f"normalize: std must be positive, got {std}")
-    return lambda x: (x - mean) / std
+    return Normalize(mean, std)
 
 
 @dataclass
@@ -399,7 +409,8 @@ def check_like(x: Any, ds: ArrayDataset) -> tuple[Any, bool]:
     batch axis (added when ``x`` is one example: ``single``). The same dtype and range as the training inputs
     are expected, so the dataset's transform applies as in training: uint8 pixels may also come as floats
     already scaled to [0, 1], not as floats in 0..255. Errors say what differs."""
-    x = jax.tree.map(np.asarray, x)
+    # one training array: a (nested) list is data, not a pytree of inputs
+    x = np.asarray(x) if isinstance(ds.x, jax.Array) else jax.tree.map(np.asarray, x)
     leaves, ref = jax.tree.leaves(x), jax.tree.leaves(ds.x)
     if jax.tree.structure(x) != jax.tree.structure(ds.x):
         raise ValueError(f"predict: inputs must have the structure of the training inputs "

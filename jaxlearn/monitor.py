@@ -289,6 +289,7 @@ class EarlyStoppingCB(Callback):
         self.values.append(value)
         if self._improved(value):
             self.best, self.best_epoch, self.best_state, self.wait = value, learn.epoch, copy_state(learn.state), 0
+            self._fit_best = self.best_state
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -300,8 +301,10 @@ class EarlyStoppingCB(Callback):
             raise CancelFitException()
 
     def cleanup_fit(self, learn: Learner) -> None:
-        if self.restore_best and self.best_state is not None:
+        # only a fit whose before_fit ran (an earlier callback may have failed first) has a best state to restore
+        if self.restore_best and getattr(self, "_fit_best", None) is not None:
             learn.state = self.best_state
+        self._fit_best = None
 
 
 class SmoothedLossCB(StepRecorder):
