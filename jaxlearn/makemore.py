@@ -395,8 +395,11 @@ def lecture_learner(model: nn.Module, dls: DataLoaders, seed: int = LECTURE_SEED
     """The lecture's training setup on jaxlearn's one core: SGD with :func:`lecture_lr` (0.1 → 0.01 at step
     100,000, counted by the optimizer so it carries across fits), cross-entropy, ``steps_per_call`` steps per
     compiled call (a ``lax.scan``). ``dls`` from ``names_loaders(32, batches_per_epoch=...)`` draws each batch
-    with replacement, like the lecture's ``torch.randint``."""
-    return Learner(model, dls, optimizer=optimizer or functools.partial(optim.sgd, learning_rate=lecture_lr),
+    with replacement, like the lecture's ``torch.randint``.
+
+    The schedule is built into the transform (``optim.sgd(lecture_lr)``) rather than injected
+    (``inject_hyperparams`` of a schedule cost 64 vs 46 CPU-µs per step here)."""
+    return Learner(model, dls, optimizer=optimizer or optim.sgd(lecture_lr),
                    metrics=[], seed=seed, steps_per_call=steps_per_call, callbacks=callbacks)
 
 
