@@ -4,6 +4,7 @@
 
 Variants (same model, data and batch size; epochs interleaved round-robin so drift hits all alike):
   plain       SGD momentum, no statistics
+  schedule    plain + a one-cycle ParamSchedulerCB (evaluated inside the step)   (goal: ≤ 3% slower)
   stats       plain + ActivationStats(GeneralRelu) reduced inside the step   (goal: ≤ 15% slower)
   scan        plain with K steps per compiled call (lax.scan; default a whole epoch, 10 on CPU)
   adam_ours   jaxlearn.optim.adam                                             (goal: ≥ 0.95× optax)
@@ -41,6 +42,7 @@ from jaxlearn.layers import GeneralRelu
 from jaxlearn.learner import Callback, CancelFitException, Learner
 from jaxlearn.models import get_model
 from jaxlearn.norms import BatchNorm
+from jaxlearn.schedules import one_cycle
 
 
 def machine() -> str:
@@ -69,6 +71,7 @@ def speed(dls, epochs: int, steps_per_call: int) -> dict[str, dict]:
     sgd = partial(optax.sgd, momentum=0.9)
     variants = {
         "plain": make_learner(dls, sgd, 0.1),
+        "schedule": make_learner(dls, sgd, 0.1, [ParamSchedulerCB("learning_rate", lambda n: one_cycle(0.1, n))]),
         "stats": make_learner(dls, sgd, 0.1, [ActivationStats(GeneralRelu)]),
         "scan": make_learner(dls, sgd, 0.1, steps_per_call=steps_per_call),
         "adam_ours": make_learner(dls, partial(optim.adam, b1=0.9, b2=0.99, eps=1e-5, eps_in_sqrt=False), 3e-3),
@@ -129,9 +132,27 @@ def time_to_accuracy(dls, target: float, max_epochs: int, steps_per_call: int) -
 
 # ------------------------------------------------------------------------------ side by side with PyTorch
 
+def torch_threads(x, y, bs: int, probe_batches: int = 30) -> tuple[int, dict]:
+    """Torch's faster intra-op thread count here, its default or 1, by a short probe of each (on a loaded
+    2-core machine the default's threads can fight over the cores)."""
+    import torch
+    times = {}
+    for threads in dict.fromkeys([torch.get_num_threads(), 1]):
+        torch.set_num_threads(threads)
+        run = torch_lesson17(bs, 0.1, probe_batches * 2)
+        n = probe_batches * bs
+        run(x[:bs * 5], y[:bs * 5], True)  # warm up
+        t0 = time.perf_counter()
+        run(x[:n], y[:n], True)
+        times[threads] = time.perf_counter() - t0
+    best = min(times, key=times.get)
+    torch.set_num_threads(best)
+    return best, times
+
+
 def torch_lesson17(bs: int, lr: float, total_steps: int, seed: int = 0):
     """Lesson 17's BatchNorm CNN and training loop in PyTorch (miniai's ``get_model(act_gr, norm=BatchNorm2d)``
-    with leaky Kaiming init, SGD momentum 0.9, ``OneCycleLR``), on the CPU with torch's default threads.
+    with leaky Kaiming init, SGD momentum 0.9, ``OneCycleLR``), on the CPU (threads: :func:`torch_threads`).
 
     Returns ``run_epoch(x_uint8, y, train) -> (mean loss, accuracy)``: data preloaded as tensors, each batch
     normalized as lesson 17's ``BatchTransformCB`` does, loss and accuracy summed on the fly and read once per
@@ -193,11 +214,12 @@ def versus_torch(dls, epochs: int, lr: float) -> dict:
     import torch
     from jaxlearn.callbacks import MetricsCB, ProgressCB
     from jaxlearn.optim import momentum
-    from jaxlearn.schedules import one_cycle
     x, y = (torch.from_numpy(np.asarray(a)) for a in (dls.train.x, dls.train.y))
     xt, yt = (torch.from_numpy(np.asarray(a)) for a in (dls.valid.x, dls.valid.y))
     x, xt = x.permute(0, 3, 1, 2).contiguous(), xt.permute(0, 3, 1, 2).contiguous()
     y, yt = y.long(), yt.long()
+    threads, probes = torch_threads(x, y, dls.train.batch_size)
+    print(f"torch threads: {threads} (probe seconds {probes})", flush=True)
     run_torch = torch_lesson17(dls.train.batch_size, lr, epochs * dls.train.n_batches)
     rows = []
 
@@ -227,7 +249,8 @@ def versus_torch(dls, epochs: int, lr: float) -> dict:
     learn.fit(epochs, callbacks=[ProgressCB(), Alternate()])
     timed = rows[1:] or rows
     ratio = statistics.median(r["torch_s"] / r["jax_s"] for r in timed)
-    return {"rows": rows, "ratio": ratio, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return {"rows": rows, "ratio": ratio, "torch": torch.__version__, "torch_threads": threads,
+            "load_avg": os.getloadavg()}
 
 
 def main() -> None:
@@ -260,7 +283,8 @@ def main() -> None:
              f"- batch size {args.bs}, {dls.train.n_batches * args.bs} training images per epoch, "
              f"median of {args.epochs} epochs; ratios are medians of per-round ratios; scan = {k} steps per call", "",
              "| variant | samples/s | median epoch (s) | compile (s) | ratio |", "| --- | ---: | ---: | ---: | --- |"]
-    ratios = {"plain": "1.00 (reference)",
+    ratios = {} if args.torch_only else {"plain": "1.00 (reference)",
+              "schedule": f"{paired_ratio(res['schedule'], res['plain']):.3f} × plain",
               "stats": f"{paired_ratio(res['stats'], res['plain']):.3f} × plain",
               "scan": f"{paired_ratio(res['scan'], res['plain']):.3f} × plain",
               "adam_ours": f"{paired_ratio(res['adam_ours'], res['adam_optax']):.3f} × optax",
@@ -276,7 +300,8 @@ def main() -> None:
                   f"The main job's configuration (`experiments/fashion_mnist.py`: SGD momentum 0.9, one-cycle lr "
                   f"{args.lr}, MetricsCB, ProgressCB, input normalization; bs {args.bs}) against the same model and "
                   f"loop in PyTorch; epochs alternate (train + validation pass each); epoch 0 (compilation) "
-                  f"excluded. **ratio_vs_torch {vs['ratio']:.2f}** (median of torch s ÷ jaxlearn s).", "",
+                  f"excluded. **ratio_vs_torch {vs['ratio']:.2f}** (median of torch s ÷ jaxlearn s). Load average "
+                  f"at the end: {' '.join(f'{v:.1f}' for v in vs['load_avg'])}.", "",
                   "| epoch | jaxlearn s | torch s | torch ÷ jaxlearn | valid acc jaxlearn | valid acc torch |",
                   "| ---: | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {r['epoch']} | {r['jax_s']:.2f} | {r['torch_s']:.2f} | {r['torch_s'] / r['jax_s']:.2f} | "

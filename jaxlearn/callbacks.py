@@ -6,7 +6,9 @@ epoch or of the fit), so callbacks never stall the asynchronous dispatch of comp
 
 from __future__ import annotations
 
+import functools
 import time
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,14 +19,15 @@ import optax
 
 import flax.linen as nn
 
-from jaxlearn.learner import CancelEpochException, CancelFitException, Callback, Learner, StepRecorder
+from jaxlearn.learner import CancelEpochException, CancelFitException, Callback, Learner, StepRecorder, patch
 from jaxlearn.monitor import smooth
-from jaxlearn.optim import freeze_to, trainable_flags
+from jaxlearn.optim import check_positive, freeze_to, hyperparam_names, trainable_flags
+from jaxlearn.schedules import one_cycle, one_cycle_momentum
 from jaxlearn.stats import N_BINS, module_filter, summarize
 from jaxlearn.step import StepContext
 
 __all__ = ["Callback", "MetricsCB", "ProgressCB", "SingleBatchCB", "BatchTransformCB", "ParamSchedulerCB",
-           "RecorderCB", "ActivationStats", "LRFinderCB", "lr_find", "LayerGroupsCB"]
+           "RecorderCB", "ActivationStats", "LRFinderCB", "lr_find", "valley", "minimum", "LayerGroupsCB"]
 
 
 class MetricsCB(Callback):
@@ -220,13 +223,13 @@ class ActivationStats(StepRecorder):
         from jaxlearn.plots import plot_stats
         return plot_stats(self.stats, path=path)
 
-    def color_dim(self, path=None):
+    def color_dim(self, path=None, title: str | None = None):
         from jaxlearn.plots import color_dim
-        return color_dim(self.stats, path=path)
+        return color_dim(self.stats, path=path, title=title)
 
-    def dead_chart(self, path=None):
+    def dead_chart(self, path=None, title: str | None = None):
         from jaxlearn.plots import dead_chart
-        return dead_chart(self.stats, path=path)
+        return dead_chart(self.stats, path=path, title=title)
 
 
 class LRFinderCB(Callback):
@@ -237,10 +240,12 @@ class LRFinderCB(Callback):
     to stop: once the smoothed loss exceeds ``max_mult`` × its minimum (or turns NaN).
     """
 
-    def __init__(self, start_lr: float = 1e-5, gamma: float = 1.3, max_mult: float = 3.0, beta: float = 0.98):
+    def __init__(self, start_lr: float = 1e-5, gamma: float = 1.3, max_mult: float = 3.0, beta: float = 0.98,
+                 num_it: int | None = None):
         if start_lr <= 0 or gamma <= 1 or max_mult <= 1 or not 0 <= beta < 1:
             raise ValueError("LRFinderCB needs start_lr > 0, gamma > 1, max_mult > 1 and 0 <= beta < 1")
         self.start_lr, self.gamma, self.max_mult, self.beta = start_lr, gamma, max_mult, beta
+        self.num_it = num_it  # stop after this many batches (fastai's end_lr), if the loss has not blown up
 
     @property
     def signature(self) -> tuple:
@@ -258,7 +263,8 @@ class LRFinderCB(Callback):
         self.lrs.extend(self.start_lr * self.gamma ** (len(self.lrs) + i) for i in range(learn.n_steps))
         self.raw.extend(np.asarray(learn.loss).tolist())  # the finder needs each loss on the host to decide
         smoothed = self.losses
-        if np.isnan(smoothed[-1]) or smoothed[-1] > self.max_mult * np.nanmin(smoothed):
+        if np.isnan(smoothed[-1]) or smoothed[-1] > self.max_mult * np.nanmin(smoothed) \
+                or (self.num_it is not None and len(self.lrs) >= self.num_it):
             raise CancelFitException()
 
     @property
@@ -278,19 +284,111 @@ class LRFinderCB(Callback):
 
 def lr_find(learn: Learner, start_lr: float = 1e-5, gamma: float = 1.3, max_mult: float = 3.0,
             max_epochs: int = 10, plot_path: str | Path | None = None,
-            callbacks: Sequence[Callback] = ()) -> LRFinderCB:
+            callbacks: Sequence[Callback] = (), num_it: int | None = None) -> LRFinderCB:
     """Run the range test on ``learn`` and put everything back: params, norm stats, optimizer, lr, epochs.
 
-    Of the Learner's own callbacks only the input transforms take part; ``callbacks`` join the search.
-    Returns the finder with ``lrs``, ``losses`` (smoothed) and ``suggestion``.
+    Of the Learner's own callbacks only the input transforms take part; ``callbacks`` join the search; at most
+    ``num_it`` batches. Returns the finder with ``lrs``, ``losses`` (smoothed) and ``suggestion``.
     """
-    finder = LRFinderCB(start_lr, gamma, max_mult)
+    finder = LRFinderCB(start_lr, gamma, max_mult, num_it=num_it)
     with learn.trial(steps_per_call=1):  # one batch per call: the finder reads every loss
         learn.fit(max_epochs, valid=False, callbacks=[*callbacks, finder])
     if plot_path is not None:
         from jaxlearn.plots import plot_lr_find
         plot_lr_find(finder.lrs, finder.losses, finder.suggestion, path=plot_path)
     return finder
+
+
+def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """fastai's ``valley`` suggestion: the longest run of ever-lower losses (the longest decreasing
+    subsequence, O(n²) as in fastai), and the lr about two thirds of the way along it — where the loss still
+    falls steeply, well before the minimum."""
+    lds, end = [1] * len(losses), 0
+    for i in range(1, len(losses)):
+        lds[i] = max([lds[j] + 1 for j in range(i) if losses[i] < losses[j]], default=1)
+        end = i if lds[i] > lds[end] else end
+    start = end - lds[end]
+    third = (end - start) / 3
+    return float(lrs[max(start + int(third) + int(third / 2), 0)])
+
+
+def minimum(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """fastai's ``minimum`` suggestion: a tenth of the lr at the lowest smoothed loss."""
+    return float(lrs[int(np.argmin(losses))]) / 10
+
+
+SUGGESTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"valley": valley, "minimum": minimum}
+
+
+def suggestion_range(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of the curve fastai suggests from: without the first tenth of ``num_it`` (the warm-up of the
+    smoothing), the last 5 points (the blow-up) and anything from the first NaN on — when enough is left."""
+    lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
+    nans = np.flatnonzero(np.isnan(losses))
+    end = nans[0] if len(nans) else len(losses)
+    lo, hi = num_it // 10, end - 5
+    return (lrs[lo:hi], losses[lo:hi]) if hi - lo >= 2 else (lrs[:end], losses[:end])
+
+
+@patch(name="lr_find")
+def learner_lr_find(self: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
+                    suggest: Sequence[str] = ("valley", "minimum"), plot: bool | str | Path = True):
+    """fastai's ``learn.lr_find()``: ``num_it`` batches with the lr growing exponentially from ``start_lr`` to
+    ``end_lr``, stopped early when the smoothed loss passes 4× its minimum; the Learner is put back exactly.
+
+    Returns a ``SuggestedLRs`` namedtuple with one field per name in ``suggest`` (:data:`SUGGESTIONS`:
+    ``valley``, ``minimum``). ``plot`` draws the curve with the suggestions marked (a path: saved there).
+    """
+    if not 0 < start_lr < end_lr or num_it < 2:
+        raise ValueError(f"lr_find needs 0 < start_lr < end_lr and num_it >= 2, got {start_lr}, {end_lr}, {num_it}")
+    if unknown := [s for s in suggest if s not in SUGGESTIONS]:
+        raise ValueError(f"unknown suggestion {unknown}: known are {list(SUGGESTIONS)}")
+    finder = lr_find(self, start_lr, gamma=(end_lr / start_lr) ** (1 / num_it), max_mult=4.0,
+                     max_epochs=-(-num_it // self.dls.train.n_batches), num_it=num_it)
+    lrs, losses = suggestion_range(finder.lrs, finder.losses, num_it)
+    found = namedtuple("SuggestedLRs", suggest)(*(SUGGESTIONS[s](lrs, losses) for s in suggest))
+    if plot:
+        from jaxlearn.plots import plot_lr_find
+        plot_lr_find(finder.lrs, finder.losses, found._asdict(), path=None if plot is True else plot)
+    return found
+
+
+MOMENTUM_NAMES = ("momentum", "b1", "beta")  # optax.sgd's, adam / adamw's, jaxlearn.optim.momentum's
+
+
+class _ByValue(functools.partial):
+    """A partial equal to another with the same function and arguments: the schedules of two
+    ``fit_one_cycle`` calls with equal settings share one compilation (callbacks' signatures compare them)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, functools.partial) and \
+            (self.func, self.args, self.keywords) == (other.func, other.args, other.keywords)
+
+    def __hash__(self) -> int:
+        return hash((self.func, self.args, tuple(sorted(self.keywords.items()))))
+
+
+@patch
+def fit_one_cycle(self: Learner, n_epochs: int, lr_max: float | None = None, div: float = 25.0,
+                  div_final: float = 1e5, pct_start: float = 0.25,
+                  moms: Sequence[float] | None = (0.95, 0.85, 0.95), callbacks: Sequence[Callback] = (),
+                  **fit_kwargs) -> None:
+    """fastai's ``fit_one_cycle``: ``fit`` with the lr on :func:`schedules.one_cycle` (``lr_max / div`` up to
+    ``lr_max`` over the first ``pct_start`` of the steps, then down to ``lr_max / div_final``) and the momentum
+    on :func:`schedules.one_cycle_momentum` (``moms``) — two :class:`ParamSchedulerCB`, nothing else.
+
+    ``lr_max`` defaults to the current learning rate. The momentum is whichever of :data:`MOMENTUM_NAMES` the
+    optimizer has as an injected hyperparameter (none: the lr alone is scheduled, as for plain SGD).
+    """
+    lr_max = self.get_hyper("learning_rate") if lr_max is None else lr_max
+    check_positive("lr_max", lr_max)
+    scheds = [ParamSchedulerCB("learning_rate", _ByValue(one_cycle, lr_max, pct_start=pct_start, div=div,
+                                                         div_final=div_final))]
+    names = hyperparam_names(self.state.opt_state)
+    mom = next((n for n in MOMENTUM_NAMES if n in names), None)
+    if mom is not None and moms is not None:
+        scheds.append(ParamSchedulerCB(mom, _ByValue(one_cycle_momentum, pct_start=pct_start, moms=tuple(moms))))
+    self.fit(n_epochs, callbacks=[*scheds, *callbacks], **fit_kwargs)
 
 
 class LayerGroupsCB(Callback):

@@ -61,22 +61,24 @@ class Learner:
     ``partial(optax.adamw, learning_rate=3e-4)``) wrapped with ``optax.inject_hyperparams`` so hyperparameters
     change without recompiling; its own ``learning_rate`` is kept unless ``lr`` is given. ``metrics`` default
     to accuracy for integer labels. ``steps_per_call`` batches run per compiled call (default: a whole epoch on
-    an accelerator, one on the CPU, where XLA's conv gradients are slower inside a loop).
+    an accelerator, one on the CPU, where XLA's conv gradients are slower inside a loop). ``compute_dtype``
+    (fastai's ``to_fp16``; ``jnp.bfloat16`` or ``jnp.float16``, the latter with dynamic loss scaling): the
+    forward and backward passes run in it while params, loss and metric sums stay float32.
     """
 
     def __init__(self, model: nn.Module, dls: DataLoaders, loss_fn: Callable = S.cross_entropy,
                  optimizer: optax.GradientTransformation | Callable[..., optax.GradientTransformation] = optax.sgd,
                  callbacks: Iterable[Callback] = (), lr: float | None = None,
                  metrics: Sequence[M.Metric | Callable] | None = None, seed: int = 0,
-                 steps_per_call: int | None = None, mesh: Mesh | bool | None = None):
+                 steps_per_call: int | None = None, mesh: Mesh | bool | None = None, compute_dtype: Any = None):
         _check_settings(seed, steps_per_call)
-        self.model, self.dls, self.loss_fn, self.seed = model, dls, loss_fn, int(seed)
+        self.model, self.dls, self.loss_fn, self.seed, self.compute_dtype = model, dls, loss_fn, int(seed), compute_dtype
         self.callbacks: list[Callback] = list(callbacks)
         self.steps_per_call = steps_per_call or (1 if jax.default_backend() == "cpu" else dls.train.n_batches)
         self.mesh = sharding.resolve_mesh(mesh)
         check_compatible(dls.train, dls.valid)
         sharding.check_batch_divides(dls.train.batch_size, self.mesh)
-        state = S.init_state(model, make_optimizer(optimizer, lr), dls.train, self.seed)
+        state = S.init_state(model, make_optimizer(optimizer, lr), dls.train, self.seed, compute_dtype)
         self.metrics = M.as_metrics(S.default_metrics(state, dls.train) if metrics is None else metrics)
         S.check_loss_and_targets(state, dls, loss_fn)
         self.state = self._put(state)
@@ -98,7 +100,7 @@ class Learner:
         self._state = S.distinct_buffers(state)  # a buffer in two leaves cannot be donated
 
     @property
-    def n_devices(self) -> int:
+    def n_devices(self) -> int:  # devices each batch is split over
         return sharding.n_data_devices(self.mesh)
 
     def _put(self, tree: Any) -> Any:
@@ -114,7 +116,7 @@ class Learner:
         """Replace fields of ``learn.state`` (placed on the mesh like the rest of the state)."""
         self.state = self.state.replace(**self._put(fields))
 
-    def get_hyper(self, name: str) -> float:
+    def get_hyper(self, name: str) -> float:  # the value of an injected optimizer hyperparameter, on the host
         return get_hyperparam(self.state.opt_state, name)
 
     def reset_carry(self, batch_size: int | None = None) -> None:
@@ -150,7 +152,7 @@ class Learner:
         self._cbs = sorted(self.callbacks, key=attrgetter("order"))
         self._train_call, self._eval_call, self._predict, self._hooked = S.compiled_calls(
             self._compiled, self._cbs, total_steps, self.loss_fn, self.metrics, self.dls,
-            sharding.batch_constraint(self.mesh), sharding.replicated(self.mesh))
+            sharding.batch_constraint(self.mesh), sharding.replicated(self.mesh), self.compute_dtype)
 
     # ---------------------------------------------------------------------------------------- the loop
     def callback(self, method_name: str) -> None:
@@ -183,17 +185,16 @@ class Learner:
         try:
             self.n_epochs, self.epochs, self.fit_epochs_done = n_epochs, range(n_epochs), 0
             self.fit_train, self.fit_valid = train, valid
-            self._cbs = sorted(self.callbacks, key=attrgetter("order"))
+            self._compile(n_epochs * self.dls.train.n_batches)  # also sorts the callbacks, once per fit
             self.callback("resume_fit")  # e.g. a checkpoint restores the state and moves learn.epochs' start
-            self._compile(n_epochs * self.dls.train.n_batches)
             self._with("fit", self._fit, CancelFitException)
         finally:
             for cb in extra:
                 self.callbacks.remove(cb)
 
     def _fit(self) -> None:
-        done = self._put(np.int32(self.epochs.start * self.dls.train.n_batches))
-        self._origin = self.state.step - done  # schedules count steps from the fit's start
+        # schedules count steps from the fit's start (a resumed fit's start included)
+        self._origin = self.state.step - self._put(np.int32(self.epochs.start * self.dls.train.n_batches))
         for self.epoch in self.epochs:
             if self.fit_train:
                 self.one_epoch(True)
@@ -243,9 +244,7 @@ class Learner:
         may omit the batch axis), in eval mode with the evaluation input transforms, batched on the device."""
         x, single = check_like(x, self.dls.train)
         self._compile(0)
-        outs = [self._predict(self.state, self._put(jax.tree.map(lambda a: a[i:i + batch_size], x)))
-                for i in range(0, len(jax.tree.leaves(x)[0]), batch_size)]
-        out = np.concatenate(jax.device_get(outs))
+        out = S.predict_in_batches(self._predict, self.state, x, batch_size, self._put)
         return out[0] if single else out
 
     def evaluate(self, ds: ArrayDataset | None = None) -> dict[str, float]:
@@ -284,3 +283,13 @@ def _check_settings(seed: Any, steps_per_call: Any) -> None:
         raise TypeError(f"seed must be an integer, got {seed!r}")
     if steps_per_call is not None and (not isinstance(steps_per_call, int) or steps_per_call < 1):
         raise ValueError(f"steps_per_call must be a positive integer, got {steps_per_call!r}")
+
+
+def patch(f: Callable | None = None, *, name: str | None = None) -> Callable:
+    """fastai's ``@patch``: attach ``f`` to :class:`Learner` as a method (named ``name``, default its own), so
+    the module that owns an idea (callbacks, interpret, export) adds its shortcut without the Learner
+    importing it. ``@patch(name="lr_find")`` keeps a module function of that name free."""
+    if f is None:
+        return lambda g: patch(g, name=name)
+    setattr(Learner, name or f.__name__, f)
+    return f

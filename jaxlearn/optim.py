@@ -593,6 +593,12 @@ def get_hyperparam(opt_state: optax.OptState, name: str) -> float:
     return float(np.asarray(leaves[0][1]).reshape(-1)[0])
 
 
+def hyperparam_names(opt_state: optax.OptState) -> set[str]:
+    """The names of the injected hyperparameters in ``opt_state`` (those ``set_hyperparams`` can set)."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(opt_state)[0]]
+    return {_key_name(p[-1]) for p in paths if len(p) >= 2 and _key_name(p[-2]) == "hyperparams"}
+
+
 def check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
     """A learning rate (or other scale) must be finite and positive: a clear error before training."""
     v = np.asarray(value, dtype=np.float64)

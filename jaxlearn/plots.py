@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = ["plot_func", "plot_losses", "plot_series", "plot_stats", "color_dim", "dead_chart",
-           "plot_lr_find", "save"]
+           "plot_lr_find", "show_images", "save"]
 
 
 def plot_func(
@@ -20,19 +20,23 @@ def plot_func(
     end: float = 5.0,
     steps: int = 100,
     ax: Axes | None = None,
+    label: str | None = None,
 ) -> tuple[Figure, Axes]:
     """Plot ``f`` on ``linspace(start, end, steps)`` with the axes drawn in (lesson 17).
 
     ``f`` gets a float32 NumPy array and may return a NumPy or JAX array, e.g.
     ``plot_func(lambda x: GeneralRelu(leak=0.1, sub=0.4).apply({}, x))``. Draws into
-    ``ax`` if given, else a new figure; never calls ``show``, so it works under Agg.
+    ``ax`` if given, else a new figure; never calls ``show``, so it works under Agg. ``label`` names the
+    curve in a legend (several functions on one ``ax``).
     """
     if ax is None:
         fig, ax = plt.subplots()
     else:
         fig = ax.figure
     x = np.linspace(start, end, steps, dtype=np.float32)
-    ax.plot(x, np.asarray(f(x)))
+    ax.plot(x, np.asarray(f(x)), label=label)
+    if label is not None:
+        ax.legend()
     ax.grid(True, which="both", ls="--")
     ax.axhline(y=0, color="k", linewidth=0.7)
     ax.axvline(x=0, color="k", linewidth=0.7)
@@ -93,34 +97,79 @@ def _grid(n: int, width: float = 3.5):
 
 
 def color_dim(stats: Mapping[str, Mapping[str, np.ndarray]], key: str = "hist",
-              path: str | Path | None = None) -> Figure:
-    """miniai's ``color_dim``: log1p of each layer's activation histogram (bins up, batches right)."""
+              path: str | Path | None = None, title: str | None = None) -> Figure:
+    """miniai's ``color_dim``: log1p of each layer's activation histogram (|x| bins up, training batches
+    right), with a colorbar; ``title`` names the run."""
     fig, axs = _grid(len(stats))
     for ax, (name, s) in zip(axs, stats.items()):
-        ax.imshow(np.log1p(np.asarray(s[key]).T), origin="lower", aspect="auto", cmap="viridis")
+        image = ax.imshow(np.log1p(np.asarray(s[key]).T), origin="lower", aspect="auto", cmap="viridis")
         ax.set_title(name, fontsize=8)
-        ax.set_axis_off()
+        ax.set_xlabel("batch", fontsize=8)
+        ax.set_yticks([])
+        fig.colorbar(image, ax=ax, label="log(1 + count)")
+    if title:
+        fig.suptitle(title)
     return save(fig, path)
 
 
-def dead_chart(stats: Mapping[str, Mapping[str, np.ndarray]], path: str | Path | None = None) -> Figure:
-    """miniai's ``dead_chart``: share of each layer's activations in the lowest |x| bin, per batch."""
+def dead_chart(stats: Mapping[str, Mapping[str, np.ndarray]], path: str | Path | None = None,
+               title: str | None = None) -> Figure:
+    """miniai's ``dead_chart``: share of each layer's activations in the lowest |x| bin, per training batch;
+    ``title`` names the run."""
     fig, axs = _grid(len(stats))
     for ax, (name, s) in zip(axs, stats.items()):
         ax.plot(s["dead"])
         ax.set_ylim(0, 1)
         ax.set_title(name, fontsize=8)
+        ax.set_xlabel("batch", fontsize=8)
+        ax.set_ylabel("dead fraction", fontsize=8)
+    if title:
+        fig.suptitle(title)
     return save(fig, path)
 
 
-def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None = None,
-                 path: str | Path | None = None) -> Figure:
-    """Smoothed loss against learning rate on a log axis, with the suggested lr marked."""
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float],
+                 suggestions: float | Mapping[str, float] | None = None, path: str | Path | None = None,
+                 clip: float = 4.0) -> Figure:
+    """Smoothed loss against learning rate on a log axis, each suggested lr marked on the curve (fastai's
+    ``plot_lr_find``). The y-axis ends where the loss first passes ``clip`` × its minimum after it, so the
+    blow-up at the end does not flatten the valley the suggestions come from."""
+    lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
     ax.set_xscale("log")
     ax.set(xlabel="learning rate", ylabel="smoothed loss")
-    if suggestion is not None:
-        ax.axvline(suggestion, color="r", ls="--", label=f"suggested lr {suggestion:.2g}")
+    if np.isfinite(losses).any():
+        best = int(np.nanargmin(losses))
+        past = np.flatnonzero(~(losses[best:] <= clip * abs(losses[best])))  # NaN counts as blown up
+        shown = losses[:best + past[0]] if len(past) else losses
+        lo, hi = np.nanmin(shown), np.nanmax(shown)
+        pad = 0.05 * (hi - lo) or 0.05 * abs(lo) or 1.0
+        ax.set_ylim(lo - pad, hi + pad)
+    if suggestions is not None:
+        marks = suggestions if isinstance(suggestions, Mapping) else {"suggested lr": suggestions}
+        for (name, lr), color in zip(marks.items(), ("r", "g", "m", "c")):
+            ax.plot(lr, np.interp(np.log(lr), np.log(lrs), losses), "o", color=color, label=f"{name}: {lr:.2g}")
         ax.legend()
+    return save(fig, path)
+
+
+def show_images(images: Sequence[np.ndarray], titles: Sequence[str] = (), colors: Sequence[str] = (),
+                ncols: int = 3, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """A grid of images (H×W or H×W×C; one channel drawn in grey) with a title each (fastai's
+    ``show_images``), for ``show_results`` and ``plot_top_losses``."""
+    n = len(images)
+    cols = min(n, ncols)
+    rows = -(-n // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for i, ax in enumerate(axs.flat):
+        ax.set_axis_off()
+        if i < n:
+            img = np.asarray(images[i])
+            ax.imshow(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img, cmap="gray")
+            if i < len(titles):
+                ax.set_title(titles[i], fontsize=8, color=colors[i] if i < len(colors) else "k")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return save(fig, path)

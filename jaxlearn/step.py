@@ -22,7 +22,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -165,14 +165,17 @@ def _zeros_like_perturbations(state: TrainState, x: PyTree, params: PyTree) -> P
 def make_train_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric] = (),
                     capture: Callable[[nn.Module, str], bool] | None = None,
                     hooks: Mapping[str, Callable[[StepContext], PyTree]] | None = None,
-                    perturb: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    perturb: bool = False, compute_dtype: Any = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """``train_step(state, (x, y, weight)) -> (state, metrics)``: one pure step, ready for ``jax.jit``.
 
     The loss is the weighted mean of ``loss_fn``'s per-example losses. ``capture`` selects modules whose
     outputs go to the ``intermediates`` collection; each ``hooks[name](ctx)`` reduces them (or the grads,
     updates, ...) to small arrays returned in ``metrics[name]``. ``perturb`` also differentiates the loss
     with respect to every ``self.perturb``-ed output (``ctx.out_grads``). ``metrics['sums']`` holds the
-    weighted loss, count and ``metrics`` sums of the batch.
+    weighted loss, count and ``metrics`` sums of the batch. ``compute_dtype`` (e.g. ``jnp.bfloat16``): the
+    forward and backward pass run in it (see :func:`cast_floats`); with a :func:`dynamic_loss_scale` optimizer
+    the loss is multiplied by its scale before differentiating.
     """
     hooks = dict(hooks or {})
 
@@ -181,46 +184,121 @@ def make_train_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric]
         step_key = jax.random.fold_in(state.rng, state.step)
         mutable = list(state.model_state) + (["intermediates"] if capture else [])
 
+        scale = loss_scale(state.opt_state)
+
         def loss_of(params, perturbations):
             variables = state.variables(params)
             if perturbations is not None:
                 variables = {**variables, "perturbations": perturbations}
-            preds, new_vars = state.apply(variables, x, True, rngs={"dropout": step_key}, mutable=mutable,
+            preds, new_vars = state.apply(cast_floats(variables, compute_dtype), cast_floats(x, compute_dtype),
+                                          True, rngs={"dropout": step_key}, mutable=mutable,
                                           capture_intermediates=capture or False)
-            losses = per_example_loss(loss_fn, preds, y)
-            return (losses * weight).sum() / jnp.maximum(weight.sum(), 1.0), (preds, losses, new_vars)
+            preds = cast_floats(preds, jnp.float32 if compute_dtype else None)
+            losses = per_example_loss(loss_fn, preds, y).astype(jnp.float32)
+            loss = (losses * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+            return loss * scale, (loss, preds, losses, new_vars)
 
         perturbations = _zeros_like_perturbations(state, x, state.params) if perturb else None
-        (loss, (preds, losses, new_vars)), (grads, out_grads) = jax.value_and_grad(
+        (_, (loss, preds, losses, new_vars)), (grads, out_grads) = jax.value_and_grad(
             loss_of, argnums=(0, 1), has_aux=True)(state.params, perturbations)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_vars = dict(new_vars)
         intermediates = flatten_intermediates(new_vars.pop("intermediates", {}))
+        if compute_dtype is not None:  # running statistics and carried state keep their own dtype
+            new_vars = jax.tree.map(lambda new, old: new.astype(old.dtype), new_vars, state.model_state)
         new_state = state.replace(step=state.step + 1, params=params, model_state=new_vars, opt_state=opt_state)
         out = {"loss": loss, "sums": batch_sums(metrics, preds, y, losses, weight)}
         if hooks:
+            grads, out_grads = jax.tree.map(lambda g: g / scale, (grads, out_grads or {}))  # as if unscaled
             ctx = StepContext(x, y, weight, preds, loss, grads, updates, state.params, params, intermediates,
-                              state, new_state, flatten_intermediates(out_grads or {}))
+                              state, new_state, flatten_intermediates(out_grads))
             out.update({name: hook(ctx) for name, hook in hooks.items()})
         return new_state, out
 
     return train_step
 
 
-def make_eval_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric] = ()
+def make_eval_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric] = (), compute_dtype: Any = None
                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """``eval_step(state, (x, y, weight)) -> (state, sums)``: inference mode (running norm statistics); only
-    a carried state changes."""
+    a carried state changes. The forward pass runs in ``compute_dtype``, the loss and sums in float32."""
     def eval_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         x, y, weight = batch
+        preds, carry = inference(state, x, compute_dtype)
         if CARRY in state.model_state:
-            preds, new_vars = state.apply(state.variables(), x, False, mutable=[CARRY])
-            state = state.replace(model_state={**state.model_state, CARRY: new_vars[CARRY]})
-        else:
-            preds = state.apply(state.variables(), x, False)
-        return state, batch_sums(metrics, preds, y, per_example_loss(loss_fn, preds, y), weight)
+            state = state.replace(model_state={**state.model_state, CARRY: carry})
+        losses = per_example_loss(loss_fn, preds, y).astype(jnp.float32)
+        return state, batch_sums(metrics, preds, y, losses, weight)
     return eval_step
+
+
+def inference(state: TrainState, x: PyTree, compute_dtype: Any = None) -> tuple[jax.Array, PyTree]:
+    """The model's outputs in inference mode (float32 when computed in ``compute_dtype``) and its new carried
+    state (``{}`` without one)."""
+    variables, x = cast_floats(state.variables(), compute_dtype), cast_floats(x, compute_dtype)
+    if CARRY in state.model_state:
+        preds, new_vars = state.apply(variables, x, False, mutable=[CARRY])
+        carry = jax.tree.map(lambda new, old: new.astype(old.dtype), new_vars[CARRY], state.model_state[CARRY])
+    else:
+        preds, carry = state.apply(variables, x, False), {}
+    return cast_floats(preds, jnp.float32 if compute_dtype else None), carry
+
+
+# ------------------------------------------------------------------------------------------ mixed precision
+
+def cast_floats(tree: PyTree, dtype: Any) -> PyTree:
+    """The floating-point leaves of ``tree`` as ``dtype`` (``None``: unchanged); integer leaves (labels, token
+    ids) stay. Mixed precision (fastai's ``to_fp16``, Micikevicius et al. 2018) casts the float32 params and
+    the inputs inside the step: the gradients come back float32 through the cast, and the optimizer updates
+    the float32 master params."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+class LossScaleState(NamedTuple):
+    scale: jax.Array       # the loss is multiplied by this before differentiating
+    good_steps: jax.Array  # finite steps since the scale last changed
+    inner: optax.OptState
+
+
+def dynamic_loss_scale(inner: optax.GradientTransformation, init_scale: float = 2.0 ** 15,
+                       growth_interval: int = 2000, factor: float = 2.0) -> optax.GradientTransformation:
+    """Dynamic loss scaling around ``inner`` for float16 training (fastai's ``MixedPrecision`` with PyTorch's
+    ``GradScaler`` defaults): small float16 gradients underflow to 0 unless the loss is scaled up first.
+
+    The train step multiplies the loss by ``scale`` (:func:`loss_scale`); ``update`` divides the gradients by
+    it. Non-finite gradients (the scale was too high) skip the update — ``inner``'s state is kept — and divide
+    the scale by ``factor``; ``growth_interval`` finite steps in a row multiply it by ``factor``.
+    """
+    def init(params: PyTree) -> LossScaleState:
+        return LossScaleState(jnp.asarray(init_scale, jnp.float32), jnp.zeros((), jnp.int32), inner.init(params))
+
+    def update(grads: PyTree, state: LossScaleState, params: PyTree = None) -> tuple[PyTree, LossScaleState]:
+        grads = jax.tree.map(lambda g: g / state.scale, grads)
+        finite = jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
+        updates, new_inner = inner.update(grads, state.inner, params)
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        updates = jax.tree.map(lambda u: jnp.where(finite, u, 0), updates)
+        grow = finite & (state.good_steps + 1 >= growth_interval)
+        scale = jnp.where(finite, jnp.where(grow, state.scale * factor, state.scale),
+                          jnp.maximum(state.scale / factor, 1.0))
+        good_steps = jnp.where(finite & ~grow, state.good_steps + 1, 0)
+        return updates, LossScaleState(scale, good_steps, jax.tree.map(keep, new_inner, state.inner))
+
+    return optax.GradientTransformation(init, update)
+
+
+def loss_scale(opt_state: optax.OptState) -> jax.Array | float:
+    """The current loss scale of a :func:`dynamic_loss_scale` optimizer state; 1 for any other."""
+    return opt_state.scale if isinstance(opt_state, LossScaleState) else 1.0
+
+
+def mixed_precision(tx: optax.GradientTransformation, compute_dtype: Any) -> optax.GradientTransformation:
+    """``tx`` for training in ``compute_dtype``: float16 needs dynamic loss scaling (its exponent range is
+    narrow); bfloat16 has float32's range and needs none."""
+    return dynamic_loss_scale(tx) if compute_dtype is not None and jnp.dtype(compute_dtype) == jnp.float16 else tx
 
 
 def compose_transforms(transforms: Sequence[Transform]) -> Transform:
@@ -236,11 +314,14 @@ def no_transform(x: PyTree, training: bool, key: jax.Array) -> PyTree:
     return x
 
 
-def gather(data: tuple[PyTree, jax.Array], idx: jax.Array, weight: jax.Array,
-           constrain: Callable = lambda t: t) -> Batch:
-    """The batch ``idx`` of the device-resident ``(x, y)``; ``constrain`` shards it (data parallel)."""
+def gather(data: tuple[PyTree, jax.Array], idx: jax.Array, weight: jax.Array) -> Batch:
+    """The examples ``idx`` (any shape: one batch, or a call's batches) of the device-resident ``(x, y)``.
+
+    The compiled calls gather all their batches before their loop: a gather inside XLA:CPU's loop made the
+    makemore step twice as slow (85 vs 43 CPU-µs).
+    """
     x_all, y_all = data
-    return constrain((jax.tree.map(lambda a: a[idx], x_all), y_all[idx], weight))
+    return jax.tree.map(lambda a: a[idx], x_all), y_all[idx], weight
 
 
 def _add(acc: dict, sums: dict) -> dict:
@@ -264,25 +345,26 @@ def make_train_call(train_step: Callable[[TrainState, Batch], tuple[TrainState, 
     schedules = dict(schedules or {})
 
     def train_call(state, acc, data, idx, weight, pos, origin, n_steps):
-        chunk = (jax.lax.dynamic_slice_in_dim(idx, pos, n_steps), jax.lax.dynamic_slice_in_dim(weight, pos, n_steps))
+        batches = gather(data, jax.lax.dynamic_slice_in_dim(idx, pos, n_steps),
+                         jax.lax.dynamic_slice_in_dim(weight, pos, n_steps))
 
-        def body(carry, iw):
+        def body(carry, batch):
             state, acc = carry
             if schedules:
                 at = state.step - origin
                 state = state.replace(opt_state=set_hyperparams(
                     state.opt_state, **{name: fn(at) for name, fn in schedules.items()}))
             key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), AUGMENT_STREAM)
-            x, y, w = gather(data, *iw, constrain)
+            x, y, w = constrain(batch)
             state, out = train_step(state, (batch_transform(input_transform(x), True, key), y, w))
             return (state, _add(acc, out.pop("sums"))), out
 
         if n_steps == 1:
             # No loop for a single step: inside any loop XLA's CPU backend keeps conv weight-gradients in a
             # form ~20x slower than outside one (measured on the lesson-17 CNN and the ResNet).
-            (state, acc), out = body((state, acc), jax.tree.map(lambda a: a[0], chunk))
+            (state, acc), out = body((state, acc), jax.tree.map(lambda a: a[0], batches))
             return state, acc, pos + 1, jax.tree.map(lambda a: a[None], out)
-        (state, acc), outputs = jax.lax.scan(body, (state, acc), chunk)
+        (state, acc), outputs = jax.lax.scan(body, (state, acc), batches)
         return state, acc, pos + n_steps, outputs
 
     return jax.jit(train_call, static_argnames="n_steps", donate_argnums=(0, 1), **(jit_kwargs or {}))
@@ -299,27 +381,34 @@ def make_eval_call(eval_step: Callable[[TrainState, Batch], tuple[TrainState, di
     def eval_call(state, acc, data, idx, weight):
         key = jax.random.key(EVAL_SEED)
 
-        def body(carry, iw):
+        def body(carry, batch):
             state, acc = carry
-            x, y, w = gather(data, *iw, constrain)
+            x, y, w = constrain(batch)
             state, sums = eval_step(state, (batch_transform(input_transform(x), False, key), y, w))
             return (state, _add(acc, sums)), None
 
-        (state, acc), _ = jax.lax.scan(body, (state, acc), (idx, weight))
+        (state, acc), _ = jax.lax.scan(body, (state, acc), gather(data, idx, weight))
         return acc, state.model_state.get(CARRY, {})
 
     return jax.jit(eval_call, **(jit_kwargs or {}))
 
 
 def make_predict(input_transform: Callable[[PyTree], PyTree] = lambda x: x,
-                 batch_transform: Transform = no_transform) -> Callable:
+                 batch_transform: Transform = no_transform, compute_dtype: Any = None) -> Callable:
     """``predict(state, x) -> outputs`` in inference mode, the inputs transformed as for evaluation."""
     def predict(state: TrainState, x: PyTree) -> jax.Array:
         x = batch_transform(input_transform(x), False, jax.random.key(EVAL_SEED))
-        if CARRY in state.model_state:
-            return state.apply(state.variables(), x, False, mutable=[CARRY])[0]
-        return state.apply(state.variables(), x, False)
+        return inference(state, x, compute_dtype)[0]
     return jax.jit(predict)
+
+
+def predict_in_batches(predict: Callable, state: TrainState, x: PyTree, batch_size: int,
+                       put: Callable[[PyTree], PyTree] = lambda t: t) -> np.ndarray:
+    """``predict(state, batch)`` over ``x`` in batches of ``batch_size`` (``put`` places each on the devices),
+    concatenated on the host: one path for the Learner and an exported model."""
+    n = len(jax.tree.leaves(x)[0])
+    outs = [predict(state, put(jax.tree.map(lambda a: a[i:i + batch_size], x))) for i in range(0, n, batch_size)]
+    return np.concatenate(jax.device_get(outs))
 
 
 # ------------------------------------------------------------------------------ compiled for callbacks
@@ -330,14 +419,15 @@ def callbacks_transform(callbacks: Sequence[Any]) -> Transform:
 
 
 def compiled_calls(cache: dict, callbacks: Sequence[Any], total_steps: int, loss_fn: Callable,
-                   metrics: Sequence[Metric], dls, constrain: Callable, jit_kwargs: Mapping) -> tuple:
+                   metrics: Sequence[Metric], dls, constrain: Callable, jit_kwargs: Mapping,
+                   compute_dtype: Any = None) -> tuple:
     """The train, eval and predict calls for ``callbacks`` (sorted by order), built once and kept in ``cache``.
 
     What a callback puts into the trace — ``in_step`` hooks and ``capture`` filters, ``batch_transform``,
     ``hyper_schedules`` (with the fit's ``total_steps``) — is named by its ``signature``: calls are shared by
     callbacks with equal signatures. The eval and predict calls depend on the transforms only. Returns
     ``(train_call, eval_call, predict, hooked)``, ``hooked`` mapping the train call's output names to the
-    callbacks whose ``in_step`` made them.
+    callbacks whose ``in_step`` made them. ``compute_dtype``: see :func:`make_train_step` (one per cache).
     """
     in_step = [cb for cb in callbacks if hasattr(cb, "in_step") or cb.capture is not None]
     tfms = tuple(cb.signature for cb in callbacks if hasattr(cb, "batch_transform"))
@@ -349,13 +439,14 @@ def compiled_calls(cache: dict, callbacks: Sequence[Any], total_steps: int, loss
         filters = [cb.capture for cb in in_step if cb.capture is not None]
         capture = (lambda mdl, method: any(f(mdl, method) for f in filters)) if filters else None
         hooks = {f"cb{i}": cb.in_step for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
-        train_step = make_train_step(loss_fn, metrics, capture, hooks, perturb=any(cb.perturb for cb in in_step))
+        train_step = make_train_step(loss_fn, metrics, capture, hooks, perturb=any(cb.perturb for cb in in_step),
+                                     compute_dtype=compute_dtype)
         schedules = {k: v for cb in scheds for k, v in cb.hyper_schedules(total_steps).items()}
         cache[key] = make_train_call(train_step, dls.train.transform, transform, schedules, constrain, jit_kwargs)
     if tfms not in cache:
-        cache[tfms] = (make_eval_call(make_eval_step(loss_fn, metrics), dls.valid.transform, transform, constrain,
-                                      jit_kwargs),
-                       make_predict(dls.valid.transform, transform))
+        cache[tfms] = (make_eval_call(make_eval_step(loss_fn, metrics, compute_dtype), dls.valid.transform,
+                                      transform, constrain, jit_kwargs),
+                       make_predict(dls.valid.transform, transform, compute_dtype))
     hooked = {f"cb{i}": cb for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
     return cache[key], *cache[tfms], hooked
 
@@ -377,12 +468,13 @@ def _sample(ds, n: int) -> PyTree:
     return ds.transform(jax.tree.map(lambda a: a[:n], ds.x))
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, ds, seed: int) -> TrainState:
+def init_state(model: nn.Module, tx: optax.GradientTransformation, ds, seed: int,
+               compute_dtype: Any = None) -> TrainState:
     """:func:`create_train_state` on two examples of ``ds`` (after its transform), with a clear error when the
-    model cannot take them."""
+    model cannot take them; ``tx`` gets the loss scaling ``compute_dtype`` needs (:func:`mixed_precision`)."""
     sample = _sample(ds, 2)
     try:
-        return create_train_state(model, tx, sample, seed)
+        return create_train_state(model, mixed_precision(tx, compute_dtype), sample, seed)
     except Exception as e:  # the model's first call: a shape / dtype it cannot take
         raise ValueError(f"the model cannot be initialized on the training inputs (per example "
                          f"{describe(sample)} after the dataset's transform; stored as {describe(ds.x)}): "

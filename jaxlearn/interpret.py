@@ -1,0 +1,134 @@
+"""Looking at what a trained classifier does: fastai's ``learn.summary()``, ``learn.show_results()`` and
+``ClassificationInterpretation`` (confusion matrix, most confused classes, top losses).
+
+Every prediction comes from the Learner's compiled predict (``learn.predict``); the rest is NumPy on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+from jaxlearn.data import ArrayDataset
+from jaxlearn.learner import Learner, patch
+from jaxlearn.step import per_example_loss
+
+__all__ = ["ClassificationInterpretation", "summary", "show_results"]
+
+
+def _sample_inputs(learn: Learner, n: int = 2):
+    """``n`` training inputs as the model sees them (the dataset's transform, then the evaluation transforms)."""
+    ds = learn.dls.train
+    x = ds.transform(jax.tree.map(lambda a: a[:n], ds.x))
+    return learn.batch_transform()(x, False, jax.random.key(0))
+
+
+@patch
+def summary(self: Learner, print_fn=print) -> str:
+    """fastai's ``learn.summary()``: each layer's output shape and parameter count (``flax.linen.tabulate``
+    on two training examples; flax's total also counts BatchNorm statistics), then the number of trainable
+    parameters. Printed and returned."""
+    kwargs = {"train": False} if self.state.takes_train else {}
+    table = nn.tabulate(self.model, {"params": jax.random.key(0), "dropout": jax.random.key(0)},
+                        console_kwargs={"width": 120, "color_system": None})(_sample_inputs(self), **kwargs)
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.state.params))
+    text = f"{table}\nTrainable parameters: {n_params:,}\n"
+    if print_fn is not None:
+        print_fn(text)
+    return text
+
+
+def _labels(learn: Learner, n_classes: int) -> list[str]:
+    return list(learn.dls.info.get("classes") or [str(i) for i in range(n_classes)])
+
+
+@patch
+def show_results(self: Learner, n: int = 9, ds: ArrayDataset | None = None,
+                 path: str | Path | None = None) -> Figure:
+    """fastai's ``learn.show_results()``: the first ``n`` validation images titled ``predicted / true``
+    (``dls.info['classes']`` names when present; green when right, red when wrong)."""
+    ds = ds or self.dls.valid
+    x, y = np.asarray(ds.x[:n]), np.asarray(ds.y[:n])
+    out = self.predict(x)
+    pred, labels = out.argmax(-1), _labels(self, out.shape[-1])
+    from jaxlearn.plots import show_images
+    return show_images(x, [f"{labels[p]} / {labels[t]}" for p, t in zip(pred, y)],
+                       ["g" if p == t else "r" for p, t in zip(pred, y)], title="predicted / true", path=path)
+
+
+@dataclass
+class ClassificationInterpretation:
+    """fastai's ``ClassificationInterpretation``: a classifier's predictions on a dataset, kept on the host.
+
+    ``probs`` (softmax of the model's outputs), ``targets``, ``decoded`` (argmax), ``losses`` (the Learner's
+    per-example loss); ``classes`` names the labels.
+    """
+    x: np.ndarray
+    targets: np.ndarray
+    probs: np.ndarray
+    losses: np.ndarray
+    classes: list[str]
+
+    @classmethod
+    def from_learner(cls, learn: Learner, ds: ArrayDataset | None = None) -> "ClassificationInterpretation":
+        """Predict ``ds`` (default: the validation set) with ``learn.predict`` and keep what interpretation needs."""
+        ds = ds or learn.dls.valid
+        x, y = jax.device_get((ds.x, ds.y))
+        logits = learn.predict(x)
+        losses = per_example_loss(learn.loss_fn, jnp.asarray(logits), jnp.asarray(y))
+        return cls(x, np.asarray(y), np.asarray(jax.nn.softmax(logits.astype(np.float32), -1)),
+                   np.asarray(losses), _labels(learn, logits.shape[-1]))
+
+    @property
+    def decoded(self) -> np.ndarray:
+        return self.probs.argmax(-1)
+
+    def confusion_matrix(self) -> np.ndarray:
+        """``cm[actual, predicted]`` counts; it sums to the number of examples."""
+        k = self.probs.shape[-1]
+        return np.bincount(self.targets * k + self.decoded, minlength=k * k).reshape(k, k)
+
+    def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
+        """``(actual, predicted, count)`` for the off-diagonal cells with at least ``min_val``, most first."""
+        cm = self.confusion_matrix()
+        np.fill_diagonal(cm, 0)
+        cells = [(self.classes[a], self.classes[p], int(cm[a, p])) for a, p in zip(*np.nonzero(cm >= min_val))]
+        return sorted(cells, key=lambda c: -c[2])
+
+    def top_losses(self, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` largest losses (all when ``None``), largest first, and the examples' indices."""
+        idx = np.argsort(-self.losses, kind="stable")[:k]
+        return self.losses[idx], idx
+
+    def plot_confusion_matrix(self, normalize: bool = False, path: str | Path | None = None) -> Figure:
+        """The confusion matrix as an image with its counts (or row fractions with ``normalize``)."""
+        import matplotlib.pyplot as plt
+        from jaxlearn.plots import save
+        cm = self.confusion_matrix().astype(np.float64)
+        if normalize:
+            cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(0.6 * len(cm) + 2, 0.6 * len(cm) + 1.5))
+        ax.imshow(cm, cmap="Blues")
+        for (a, p), v in np.ndenumerate(cm):
+            ax.text(p, a, f"{v:.2f}" if normalize else int(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > cm.max() / 2 else "black")
+        ticks = range(len(cm))
+        ax.set_xticks(ticks, self.classes, rotation=90)
+        ax.set_yticks(ticks, self.classes)
+        ax.set(xlabel="predicted", ylabel="actual", title="confusion matrix")
+        return save(fig, path)
+
+    def plot_top_losses(self, k: int = 9, path: str | Path | None = None) -> Figure:
+        """The ``k`` worst-predicted images titled ``predicted / actual / loss / probability of the
+        prediction``, as fastai's ``plot_top_losses``."""
+        from jaxlearn.plots import show_images
+        losses, idx = self.top_losses(k)
+        titles = [f"{self.classes[self.decoded[i]]} / {self.classes[self.targets[i]]}\n"
+                  f"{loss:.2f} / {self.probs[i].max():.2f}" for loss, i in zip(losses, idx)]
+        return show_images(self.x[idx], titles, title="predicted / actual / loss / probability", path=path)
