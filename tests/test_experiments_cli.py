@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ["fashion_mnist", "lesson17", "optimizers", "makemore", "resnet", "why_it_works"]
+EXPERIMENTS = ["fashion_mnist", "lesson17", "optimizers", "makemore", "resnet", "why_it_works", "collab", "char_rnn"]
 COMMON_FLAGS = ["--epochs", "--bs", "--lr", "--seed", "--out", "--docs", "--quick", "--no-progress"]
 ENV = {**os.environ, "MPLBACKEND": "Agg"}
 
@@ -86,6 +86,8 @@ def test_outputs_go_to_runs_and_to_docs_only_with_docs(name, capsys):
     ("makemore", {"steps": 1000, "skip_deep": True}),
     ("resnet", {"epochs": 1, "n_train": 512, "n_test": 512}),
     ("why_it_works", {"quick": True}),
+    ("collab", {"epochs": 1, "bs": 1024}),
+    ("char_rnn", {"epochs": 1, "train_batches": 24, "valid_batches": 8}),
 ])
 def test_quick_settings(name, quick):
     args = vars(experiment(name).parse_args(["--quick"]))

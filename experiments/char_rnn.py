@@ -1,0 +1,361 @@
+"""fast.ai 2018 lessons 6–7: character models of Nietzsche, from three characters to a stateful LSTM.
+
+Every rung of the lessons' ladder trains on the one core, ``jaxlearn.learner.Learner``: the window and
+sequence models of lesson 6 like any classifier, lesson 7's stateful RNN / GRU / LSTM with their hidden state
+in the ``"carry"`` collection, which the Learner threads from batch to batch (backprop stops at the batch
+boundary) and resets at every epoch start. Validation = the last 20% of the text.
+
+    python experiments/char_rnn.py                       # the default ladder (~17 min on a 2-core CPU)
+    python experiments/char_rnn.py --docs                # the same, published to docs/char_rnn/
+    python experiments/char_rnn.py --quick               # seconds: 1 epoch of each rung on a slice of the text
+    python experiments/char_rnn.py --models lstm --full  # the lesson's LSTM (512 x 2, 2+15+63 epochs): a GPU
+
+Writes under ``--out`` (default runs/char_rnn; docs/char_rnn with ``--docs``):
+  results.json      one row per model: {model, valid_loss, lesson_loss, epochs, seconds, ...}
+  samples.json      text sampled from every model (temperature 0.8; the LSTM also at 0.5 and 1.0)
+  diagnostics.json  per stateful cell (RNN, GRU, LSTM): ‖∂L/∂h_t‖ over the bptt window and gate saturation,
+                    at init and trained
+  grad_norms.png, gate_saturation.png, README.md
+The text comes from $JAXLEARN_NIETZSCHE_PATH (or is downloaded once). A loss that turns NaN stops the run with
+exit status 2 and no results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
+from jaxlearn import metrics, optim, rnn, runs, schedules, text
+from jaxlearn.callbacks import MetricsCB, ParamSchedulerCB, ProgressCB
+from jaxlearn.data import ArrayDataset, DataLoaders
+from jaxlearn.learner import Learner
+
+PREFIX = "For thos"  # lesson 7 samples after 'for thos'; our vocabulary keeps capitals
+SAMPLE_CHARS = 300
+TEMPERATURE = 0.8
+LSTM_TEMPERATURES = (0.5, 1.0)  # the LSTM's samples at these too: how conservative vs how wild
+DIAG_WARMUP, DIAG_BATCHES = 8, 32  # validation batches to settle the carried state, then to measure on
+WEIGHT_DECAY = 1e-5  # the lesson's LayerOptimizer(Adam, m, 1e-2, 1e-5)
+
+# PyTorch's Adam (betas 0.9 / 0.999, eps 1e-8 outside the square root), which the lessons use throughout.
+# The weight decay is decoupled here (AdamW); at 1e-5 × lr it makes no measurable difference from torch's L2.
+torch_adam = partial(optim.adam, b2=0.999, eps=1e-8, eps_in_sqrt=False, weight_decay=WEIGHT_DECAY)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One ``learn.fit``: ``epochs`` under a learning-rate schedule.
+
+    ``'constant'``: the rung's lr throughout. ``'drop'``: the lesson-6 notebooks' manual drop, lr for all but
+    the last epoch, lr/10 for the last. ``'sgdr'``: cosine annealing per batch with restarts, cycles of
+    1, 2, 4, … epochs (``CosAnneal(cycle_mult=2)``, so 1+2+4 = 7 and 1+2+4+8 = 15 epochs end on a cycle).
+    """
+    epochs: int
+    schedule: str
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A model of the lessons with its data, learning rate, schedule and the lesson's validation loss."""
+    name: str        # for --models
+    title: str
+    kind: str        # text.nietzsche_loaders(kind=...)
+    bptt: int        # characters per example
+    batch_size: int
+    model: Callable[[int], nn.Module]  # vocabulary size -> model
+    lr: float
+    phases: tuple[Phase, ...]
+    lesson_loss: float | None
+    lesson_note: str
+
+
+def stateful(cell: str, n_hidden: int = 256, n_layers: int = 1, dropout: float = 0.0
+             ) -> Callable[[int], nn.Module]:
+    return lambda vocab: rnn.StatefulCharRnn(vocab, cell, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout)
+
+
+# The default LSTM fits a 2-core CPU: one layer of 512, SGDR 1+2+4+8 = 15 epochs in ~9 min. It has no dropout
+# (nn.LSTM's acts between layers only) and overfits: valid 1.35 at epoch 7, 1.36 at 15 (train 1.09). The
+# lesson's 2 × 512 with dropout 0.5 at lr 1e-2 for 7 epochs was tried here: stuck near the unigram loss for
+# three epochs, valid 1.89 at the end (12 min).
+LSTM_DEFAULT = Rung("lstm", "LSTM (stateful, 1 × 512, SGDR)", "stateful", 8, 64, stateful("lstm", 512), 1e-2,
+                    (Phase(15, "sgdr"),), 1.25, "1.31 → 1.25 (2 × 512, dropout 0.5, 2+15+63 epochs)")
+LSTM_FULL = Rung("lstm", "LSTM (stateful, 2 × 512, dropout 0.5, SGDR)", "stateful", 8, 64,
+                 stateful("lstm", 512, 2, 0.5), 1e-2, (Phase(2, "constant"), Phase(15, "sgdr"), Phase(63, "sgdr")),
+                 1.25, "1.31 → 1.25 (the notebook: fit 2, then CosAnneal 15 and 63 epochs)")
+
+LADDER: tuple[Rung, ...] = (
+    Rung("char3", "Char3Model (3 chars → 4th)", "windows", 3, 512,
+         lambda v: rnn.Char3Model(v), 1e-3, (Phase(4, "drop"),), None, "no number given"),
+    Rung("loop_add", "CharLoopModel, input added to h", "overlapping", 8, 512,
+         lambda v: rnn.CharLoopModel(v), 1e-3, (Phase(2, "drop"),), 1.72, "1.72"),
+    Rung("loop_concat", "CharLoopModel, input concatenated", "overlapping", 8, 512,
+         lambda v: rnn.CharLoopModel(v, concat=True), 1e-3, (Phase(2, "drop"),), 1.66, "1.66"),
+    Rung("rnn", "CharRnn (flax nn.RNN, last output)", "overlapping", 8, 512,
+         lambda v: rnn.CharRnn(v), 1e-3, (Phase(2, "drop"),), 1.5, "≈1.5 (4 epochs @1e-3 + 2 @1e-4)"),
+    Rung("seq_rnn", "CharSeqRnn (output at every step)", "sequences", 8, 512,
+         lambda v: rnn.CharSeqRnn(v), 1e-3, (Phase(8, "drop"),), None, "no number given"),
+    Rung("seq_rnn_identity", "CharSeqRnn, identity init, lr 1e-2", "sequences", 8, 512,
+         lambda v: rnn.CharSeqRnn(v, identity_init=True), 1e-2, (Phase(8, "drop"),), 1.50,
+         "1.61 → 1.51 → 1.50 (ASR'd '0.61 → 0.51 → 0.50')"),
+    Rung("stateful_rnn", "stateful RNN (BPTT 8, 64 streams, SGDR)", "stateful", 8, 64, stateful("rnn"), 1e-3,
+         (Phase(7, "sgdr"),), 1.54, "1.54"),
+    Rung("gru", "GRU (stateful, SGDR)", "stateful", 8, 64, stateful("gru"), 1e-2, (Phase(7, "sgdr"),), 1.36,
+         "1.40 → 1.36"),
+    LSTM_DEFAULT,
+)
+NAMES = tuple(r.name for r in LADDER)
+DIAGNOSED = {"stateful_rnn": "rnn", "gru": "gru", "lstm": "lstm"}  # rung -> cell, for the figures
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = runs.experiment_parser(
+        "char_rnn", __doc__.splitlines()[0], epochs=None, lr=None, seed=0,
+        not_applicable={"bs": "each model uses the lesson's batch size (512; 64 streams for the stateful ones)"},
+        helps={"epochs": "epochs of every model, one schedule phase (default: each model's own, see LADDER)",
+               "lr": "learning rate of every model (default: each model's lesson lr, 1e-3 or 1e-2)"},
+        quick={"epochs": 1, "train_batches": 24, "valid_batches": 8})
+    parser.add_argument("--models", nargs="+", choices=NAMES, default=list(NAMES), help="the rungs to train")
+    parser.add_argument("--full", action="store_true",
+                        help="the lesson's LSTM: 2 layers of 512, dropout 0.5, fit 2 + SGDR 15 + SGDR 63 epochs "
+                             "(hours on a CPU: for a GPU)")
+    parser.add_argument("--train-batches", type=int, default=None, help="train on the first N batches (quick)")
+    parser.add_argument("--valid-batches", type=int, default=None, help="validate on the first N batches (quick)")
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+def first_batches(ds: ArrayDataset, n_batches: int | None) -> ArrayDataset:
+    """The first ``n_batches`` batches' examples. Stateful data stays continuous: its first k·batch_size rows
+    are the first k slices of every stream."""
+    if n_batches is None or n_batches >= ds.n_batches:
+        return ds
+    n = n_batches * ds.batch_size
+    return dataclasses.replace(ds, x=ds.x[:n], y=ds.y[:n])
+
+
+def loaders(rung: Rung, args: argparse.Namespace) -> DataLoaders:
+    dls = text.nietzsche_loaders(rung.kind, rung.batch_size, rung.bptt, seed=args.seed)
+    return DataLoaders(first_batches(dls.train, args.train_batches), first_batches(dls.valid, args.valid_batches),
+                       dls.info)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+def lr_schedule(phase: Phase, lr: float, steps_per_epoch: int) -> Callable[[int], optax.Schedule]:
+    """``total_steps -> schedule(step)`` for ``ParamSchedulerCB``."""
+    if phase.schedule == "sgdr":
+        return lambda total: schedules.sgdr(lr, steps_per_epoch, cycle_len=1, cycle_mult=2)
+    if phase.schedule == "drop":
+        return lambda total: optax.piecewise_constant_schedule(
+            lr, {total - steps_per_epoch: 0.1} if total > steps_per_epoch else {})
+    return lambda total: optax.constant_schedule(lr)
+
+
+def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learner, dict]:
+    """Fit ``rung`` through its phases; the row of results.json."""
+    lr = args.lr or rung.lr
+    phases = (Phase(args.epochs, rung.phases[-1].schedule),) if args.epochs else rung.phases
+    model = rung.model(len(dls.info["vocab"]))
+    # Every step of an epoch in one compiled call: an RNN step is tiny, so the per-call overhead dominates.
+    learn = Learner(model, dls, loss_fn=rnn.sequence_cross_entropy, optimizer=torch_adam, lr=lr,
+                    metrics=[metrics.accuracy], seed=args.seed, steps_per_call=dls.train.n_batches)
+    init_loss = learn.evaluate()["loss"]
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    for phase in phases:
+        metrics_cb = MetricsCB(show=False)
+        learn.fit(phase.epochs, callbacks=[
+            metrics_cb, ProgressCB(),
+            ParamSchedulerCB("learning_rate", lr_schedule(phase, lr, dls.train.n_batches))])
+        runs.check_history(metrics_cb.history, at=f"model {rung.name}", hint=runs.lower_lr_hint(lr))
+        history += [{**row, "epoch": len(history) + i} for i, row in enumerate(metrics_cb.history)]
+    seconds = time.perf_counter() - t0
+    valid = learn.evaluate()
+    epochs = sum(p.epochs for p in phases)
+    print(f"{rung.title:48s} valid loss {valid['loss']:.4f} (lesson {rung.lesson_note}), accuracy "
+          f"{valid['accuracy']:.3f}, {epochs} epochs, {seconds:.0f} s", flush=True)
+    row = {"model": rung.title, "name": rung.name, "valid_loss": valid["loss"], "lesson_loss": rung.lesson_loss,
+           "epochs": epochs, "seconds": round(seconds, 1), "lesson_note": rung.lesson_note,
+           "valid_accuracy": valid["accuracy"], "init_valid_loss": init_loss, "lr": lr,
+           "schedule": " + ".join(f"{p.epochs} {p.schedule}" for p in phases), "batch_size": rung.batch_size,
+           "n_train": len(dls.train), "params": sum(a.size for a in jax.tree.leaves(learn.state.params)),
+           "history": history}
+    return learn, row
+
+
+def samples_of(rung: Rung, learn: Learner, vocab: text.CharVocab, seed: int) -> dict[str, str]:
+    temperatures = (TEMPERATURE, *LSTM_TEMPERATURES) if rung.name == "lstm" else (TEMPERATURE,)
+    variables = {"params": learn.state.params}
+    return {f"{t:g}": rnn.sample_text(learn.model, variables, vocab, PREFIX, SAMPLE_CHARS, temperature=t,
+                                      seed=seed) for t in temperatures}
+
+
+# ------------------------------------------------------------------------------------------ diagnostics
+
+@partial(jax.jit, static_argnames="model")
+def next_carry(model: rnn.StatefulCharRnn, variables: dict, x: jax.Array):
+    """The hidden state after the batch ``x``, from the one in ``variables`` (eval mode)."""
+    return model.apply(variables, x, mutable=[rnn.CARRY])[1][rnn.CARRY]["h"]
+
+
+def diagnose(model: rnn.StatefulCharRnn, params: dict, ds: ArrayDataset) -> dict:
+    """Mean ‖∂L/∂h_t‖ (per layer, per step of the window) and gate saturation over consecutive validation
+    batches, the hidden state carried from one to the next as in training (after a few warm-up batches: a
+    zero state is not what the model usually sees)."""
+    bs = ds.batch_size
+    h = model.zero_state(bs)
+    norms, saturation = [], []
+    for i in range(min(DIAG_WARMUP + DIAG_BATCHES, ds.n_batches)):
+        x, y = ds.x[i * bs:(i + 1) * bs], ds.y[i * bs:(i + 1) * bs]
+        variables = {"params": params, rnn.CARRY: {"h": h}}
+        if i >= DIAG_WARMUP or ds.n_batches <= DIAG_WARMUP:  # a tiny (--quick) set: measure every batch
+            norms.append(rnn.hidden_grad_norms(model, variables, x, y))
+            saturation.append(rnn.gate_saturation(model, variables, x))
+        h = next_carry(model, variables, x)
+    return {"grad_norms": np.mean(jax.device_get(norms), axis=0).tolist(),
+            "gate_saturation": {k: float(np.mean([s[k] for s in saturation])) for k in saturation[0]}}
+
+
+def plot_diagnostics(diagnostics: dict[str, dict], out: Path) -> None:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (cell, d), color in zip(diagnostics.items(), ("C0", "C1", "C2")):
+        for when, style in (("trained", "-"), ("init", "--")):
+            for layer, norms in enumerate(d[when]["grad_norms"]):
+                ax.plot(np.arange(len(norms)), norms, style, color=color, marker="o" if style == "-" else None,
+                        alpha=1.0 if layer == len(d[when]["grad_norms"]) - 1 else 0.5,
+                        label=f"{cell} layer {layer}, {when}")
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t in the bptt window (loss at every step; the gradient flows right to left)")
+    ax.set_ylabel("‖∂L/∂h_t‖ (validation batches)")
+    ax.set_title("How far back the gradient reaches through the window")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "grad_norms.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{cell}\n{gate}" for cell, d in diagnostics.items() for gate in d["trained"]["gate_saturation"]]
+    for offset, when in ((-0.2, "init"), (0.2, "trained")):
+        values = [100 * d[when]["gate_saturation"][g] for d in diagnostics.values()
+                  for g in d["trained"]["gate_saturation"]]
+        ax.bar(np.arange(len(values)) + offset, values, width=0.4, label=when)
+    ax.set_xticks(np.arange(len(labels)), labels, fontsize=7)
+    ax.set_ylabel("% saturated")
+    ax.set_title("Gates outside (0.05, 0.95); the RNN: |tanh| > 0.97")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "gate_saturation.png", dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------- report
+
+def fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def write_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]], diagnostics: dict[str, dict],
+                 args: argparse.Namespace, total_seconds: float) -> None:
+    command = "python experiments/char_rnn.py" + (" --docs" if args.docs else f" --out {args.out}") + \
+        (" --quick" if args.quick else f" --epochs {args.epochs}" if args.epochs else "") + \
+        (" --full" if args.full else "") + \
+        (f" --models {' '.join(args.models)}" if list(args.models) != list(NAMES) else "")
+    lines = [
+        "# Character models of Nietzsche — fast.ai 2018 lessons 6–7 in jaxlearn",
+        "",
+        f"Written by `{command}` in {total_seconds / 60:.1f} min on {jax.devices()[0].device_kind} "
+        f"({jax.default_backend()}). Every model trains on `jaxlearn.learner.Learner` with PyTorch's Adam, "
+        f"one compiled call per epoch; the stateful ones carry their hidden state (the `carry` collection) from "
+        f"batch to batch, cut from the gradient at each batch boundary and reset at every epoch start. "
+        f"Validation = the last 20% of the text (120,179 characters); loss = mean per-character "
+        f"cross-entropy (nats) from `learn.evaluate()`. Vocabulary: 85 (every character of the text + padding); "
+        f"lesson 7's torchtext vocabulary had 56, so its numbers are not strictly comparable.",
+        "",
+        "| model | valid loss | lesson | accuracy | epochs (schedule) | lr | params | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {fmt(r['valid_loss'])} | {r['lesson_note']} | {r['valid_accuracy']:.3f} "
+                     f"| {r['epochs']} ({r['schedule']}) | {r['lr']:g} | {r['params']:,} | {r['seconds']:.0f} |")
+    lines += [
+        "",
+        "Epochs are fewer than the lessons' so that the whole ladder runs in about half an hour on a 2-core CPU; "
+        "the default LSTM is one layer of 512 (no dropout) for 15 SGDR epochs. The lesson's LSTM (2 × 512, "
+        "dropout 0.5, Adam lr 1e-2 wd 1e-5, fit 2 + SGDR 15 + SGDR 63 epochs) is "
+        "`python experiments/char_rnn.py --models lstm --full`, for a GPU. The lesson-6 rungs are validated on "
+        "the last 20% of the text like lesson 7's; lesson 6's notebook drew its validation windows at random "
+        "from the whole text (`get_cv_idxs`), next to overlapping training windows, an easier test.",
+        "",
+        "## Samples",
+        "",
+        f"{SAMPLE_CHARS} characters after `{PREFIX}`, temperature {TEMPERATURE} unless said "
+        f"(`jaxlearn.rnn.sample_text`; the window models slide over their last 3 or 8 characters).",
+        "",
+    ]
+    for r in rows:
+        for t, s in samples[r["name"]].items():
+            lines += [f"**{r['model']}**, temperature {t}:", "", "```", PREFIX + s, "```", ""]
+    if diagnostics:
+        lines += [
+            "## Beyond the lesson: gradients through the window, gate saturation",
+            "",
+            f"Averaged over {DIAG_BATCHES} consecutive validation batches after {DIAG_WARMUP} warm-up ones "
+            "(hidden state carried), for each stateful model trained (solid) and at init (dashed). "
+            "‖∂L/∂h_t‖ (`rnn.hidden_grad_norms`) includes every path through the later steps: h_t serves the "
+            "outputs of steps t … 7, so a gradient that survives the recurrence grows towards t = 0.",
+            "",
+            "![grad norms](grad_norms.png)",
+            "",
+            "| cell | ‖∂L/∂h_t‖, t = 0 … 7 (last layer, trained) | ratio t=0 / t=7 | saturated (trained) |",
+            "|---|---|---|---|",
+        ]
+        for cell, d in diagnostics.items():
+            norms = d["trained"]["grad_norms"][-1]
+            sat = ", ".join(f"{k} {100 * v:.1f}%" for k, v in d["trained"]["gate_saturation"].items())
+            lines.append(f"| {cell} | {' '.join(f'{n:.3g}' for n in norms)} | {norms[0] / norms[-1]:.2f} | {sat} |")
+        lines += ["", "![gate saturation](gate_saturation.png)", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+@runs.exit_on_run_error
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    out = runs.prepare_run(args)
+    ladder = [LSTM_FULL if (r.name == "lstm" and args.full) else r for r in LADDER if r.name in args.models]
+    rows, samples, diagnostics = [], {}, {}
+    t0 = time.perf_counter()
+    for rung in ladder:
+        dls = loaders(rung, args)
+        learn, row = train(rung, dls, args)
+        rows.append(row)
+        samples[rung.name] = samples_of(rung, learn, dls.info["vocab"], args.seed)
+        if rung.name in DIAGNOSED:
+            init_params = learn.model.init(jax.random.key(args.seed), dls.train.x[:2])["params"]  # a fresh init
+            diagnostics[DIAGNOSED[rung.name]] = {"trained": diagnose(learn.model, learn.state.params, dls.valid),
+                                                 "init": diagnose(learn.model, init_params, dls.valid)}
+        runs.write_json(out / "results.json", rows)  # after every rung: a long run shows its progress
+    total = time.perf_counter() - t0
+    runs.write_json(out / "samples.json", samples)
+    runs.write_json(out / "diagnostics.json", diagnostics)
+    if diagnostics:
+        plot_diagnostics(diagnostics, out)
+    write_readme(out, rows, samples, diagnostics, args, total)
+    print(f"ladder done in {total / 60:.1f} min; results in {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""experiments/char_rnn.py and the stateful RNN on the one core: the --quick ladder writes strict-JSON rows
+whose loss fell, and the Learner carries the hidden state from each batch to the next."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxlearn import rnn, text
+from jaxlearn.data import DataLoaders
+from jaxlearn.learner import Learner
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_FIELDS = {"model", "valid_loss", "lesson_loss", "epochs", "seconds"}
+
+pytestmark = pytest.mark.skipif(text.NIETZSCHE_ENV not in os.environ,
+                                reason=f"nietzsche.txt not available: set {text.NIETZSCHE_ENV} to its path")
+
+
+def strict_json(path: Path):
+    def refuse(name):
+        raise ValueError(f"{path} is not strict JSON: {name}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_quick_ladder_writes_rows_with_a_falling_loss(tmp_path):
+    # two rungs, a window model and a stateful one, keep the subprocess to seconds
+    proc = subprocess.run([sys.executable, "experiments/char_rnn.py", "--quick", "--no-progress", "--out",
+                           str(tmp_path), "--models", "char3", "stateful_rnn"], cwd=ROOT,
+                          env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = strict_json(tmp_path / "results.json")
+    assert [r["name"] for r in rows] == ["char3", "stateful_rnn"]
+    for row in rows:
+        assert ROW_FIELDS <= set(row)
+        assert math.isfinite(row["valid_loss"]) and row["epochs"] == 1 and row["seconds"] > 0
+        assert row["valid_loss"] < row["init_valid_loss"] - 0.5  # from ~ln(85) = 4.44 at init
+    assert rows[0]["lesson_loss"] is None and rows[1]["lesson_loss"] == 1.54
+    samples = strict_json(tmp_path / "samples.json")
+    assert all(len(s) == 300 for model in samples.values() for s in model.values())
+    assert (tmp_path / "grad_norms.png").stat().st_size > 0 and (tmp_path / "README.md").exists()
+
+
+def tiny_stateful_loaders(n_batches: int, batch_size: int = 4) -> DataLoaders:
+    dls = text.nietzsche_loaders("stateful", batch_size, bptt=8)
+    n = n_batches * batch_size  # the first n_batches slices of every stream: still continuous
+    train = dataclasses.replace(dls.train, x=dls.train.x[:n], y=dls.train.y[:n])
+    valid = dataclasses.replace(dls.valid, x=dls.valid.x[:n], y=dls.valid.y[:n])
+    return DataLoaders(train, valid, dls.info)
+
+
+def manual_final_carry(model: rnn.StatefulCharRnn, params, dls: DataLoaders, carry_over: bool):
+    bs = dls.train.batch_size
+    h = model.zero_state(bs)
+    for k in range(dls.train.n_batches):
+        x = dls.train.x[k * bs:(k + 1) * bs]
+        h0 = h if carry_over else model.zero_state(bs)
+        _, new = model.apply({"params": params, rnn.CARRY: {"h": h0}}, x, train=True, mutable=[rnn.CARRY])
+        h = new[rnn.CARRY]["h"]
+    return h
+
+
+@pytest.mark.parametrize("cell", ["lstm"])  # its (c, h) carry is the general case
+def test_learner_carries_the_state_from_batch_to_batch(cell):
+    dls = tiny_stateful_loaders(n_batches=6)
+    model = rnn.StatefulCharRnn(len(dls.info["vocab"]), cell, n_fac=8, n_hidden=16)
+    learn = Learner(model, dls, loss_fn=rnn.sequence_cross_entropy, optimizer=optax.sgd, lr=0.1,
+                    steps_per_call=4)  # calls of 4 and 2 steps: the carry also crosses a call boundary
+    params = jax.tree.map(np.array, learn.state.params)
+    learn.set_hyper("learning_rate", 0.0)  # frozen weights: the carry then depends on the batches only
+    learn.fit(1, valid=False)
+    carried = learn.state.model_state[rnn.CARRY]["h"]
+    assert all(np.abs(leaf).max() > 0.01 for leaf in jax.tree.leaves(carried))
+    expected = manual_final_carry(model, params, dls, carry_over=True)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carried, expected)
+    fresh = manual_final_carry(model, params, dls, carry_over=False)  # each batch from zeros: not what ran
+    assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(carried), jax.tree.leaves(fresh))) > 1e-3
+
+    learn.set_hyper("learning_rate", 0.1)
+    learn.fit(1, valid=False)  # real training: the epoch starts from a reset carry and ends with a carried one
+    assert all(np.abs(leaf).max() > 0.01 for leaf in jax.tree.leaves(learn.state.model_state[rnn.CARRY]["h"]))
+    assert np.isfinite(learn.evaluate()["loss"])
