@@ -173,7 +173,19 @@ def _record(module: nn.Module, **activations: jax.Array) -> None:
             module.sow(GATES, name, value)
 
 
-class RNNCell(nn.RNNCellBase):
+class _HiddenStateCell(nn.RNNCellBase):
+    """A cell whose carry is its hidden state h alone (zeros to start), like flax's ``SimpleCell`` and ``GRUCell``."""
+
+    @nn.nowrap
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
+        return jnp.zeros(input_shape[:-1] + (self.features,))
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class RNNCell(_HiddenStateCell):
     """The lesson's RNN cell (PyTorch's ``RNNCell``, which sums input and hidden), equal to flax's SimpleCell:
 
     ``h' = tanh(W_i x + b_i + W_h h)``. Parameters ``i`` (kernel, bias) and ``h`` (kernel). Carry: h.
@@ -192,16 +204,8 @@ class RNNCell(nn.RNNCellBase):
         _record(self, tanh=new_h)
         return new_h, new_h
 
-    @nn.nowrap
-    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
-        return jnp.zeros(input_shape[:-1] + (self.features,))
 
-    @property
-    def num_feature_axes(self) -> int:
-        return 1
-
-
-class GRUCell(nn.RNNCellBase):
+class GRUCell(_HiddenStateCell):
     """Lesson 7's GRU, equal to ``flax.linen.GRUCell`` for the same parameters::
 
         r  = σ(W_r [h, x])                    reset gate
@@ -236,14 +240,6 @@ class GRUCell(nn.RNNCellBase):
         new_h = (1.0 - z) * h + z * h_tilde
         _record(self, r=r, z=z)
         return new_h, new_h
-
-    @nn.nowrap
-    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
-        return jnp.zeros(input_shape[:-1] + (self.features,))
-
-    @property
-    def num_feature_axes(self) -> int:
-        return 1
 
 
 class LSTMCell(nn.RNNCellBase):
