@@ -72,7 +72,8 @@ class Learner:
                  metrics: Sequence[M.Metric | Callable] | None = None, seed: int = 0,
                  steps_per_call: int | None = None, mesh: Mesh | bool | None = None, compute_dtype: Any = None):
         _check_settings(seed, steps_per_call)
-        self.model, self.dls, self.loss_fn, self.seed, self.compute_dtype = model, dls, loss_fn, int(seed), compute_dtype
+        self.model, self.dls, self.loss_fn, self.seed = model, dls, loss_fn, int(seed)
+        self.compute_dtype = compute_dtype
         self.callbacks: list[Callback] = list(callbacks)
         self.steps_per_call = steps_per_call or (1 if jax.default_backend() == "cpu" else dls.train.n_batches)
         self.mesh = sharding.resolve_mesh(mesh)

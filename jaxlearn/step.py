@@ -435,7 +435,7 @@ def compiled_calls(cache: dict, callbacks: Sequence[Any], total_steps: int, loss
     key = (tuple(cb.signature for cb in in_step), tfms, tuple(cb.signature for cb in scheds),
            total_steps if scheds else None)
     transform = callbacks_transform(callbacks)
-    if key not in cache:
+    if total_steps and key not in cache:  # total_steps 0: evaluation or prediction only, no train call
         filters = [cb.capture for cb in in_step if cb.capture is not None]
         capture = (lambda mdl, method: any(f(mdl, method) for f in filters)) if filters else None
         hooks = {f"cb{i}": cb.in_step for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
@@ -448,7 +448,7 @@ def compiled_calls(cache: dict, callbacks: Sequence[Any], total_steps: int, loss
                                       transform, constrain, jit_kwargs),
                        make_predict(dls.valid.transform, transform, compute_dtype))
     hooked = {f"cb{i}": cb for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
-    return cache[key], *cache[tfms], hooked
+    return cache.get(key), *cache[tfms], hooked
 
 
 def n_traces(cache: dict) -> int:

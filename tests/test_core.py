@@ -194,3 +194,15 @@ def test_models_with_any_collection_train(tiny_data):
     history = MetricsCB(show=False)
     learn.fit(3, callbacks=[history])
     assert history.history[-1]["train_loss"] < history.history[0]["train_loss"]
+
+
+def test_predict_and_evaluate_need_no_train_call_for_the_schedules_of_the_learner(tiny_data):
+    """A Learner built with a schedule among its callbacks predicts and evaluates before any fit (a schedule
+    is only made for a fit's length: one-cycle over 0 steps would be an error)."""
+    x, y = tiny_data
+    learn = Learner(get_model(nfs=(1, 4, 8)), DataLoaders.from_arrays((x, y), (x, y), 16),
+                    callbacks=[ParamSchedulerCB("learning_rate", lambda n: schedules.one_cycle(0.1, n))])
+    assert learn.predict(x[:3]).shape == (3, 10)
+    assert set(learn.evaluate()) == {"loss", "accuracy"}
+    learn.fit(1)
+    assert int(learn.state.step) == learn.dls.train.n_batches
