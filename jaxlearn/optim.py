@@ -213,7 +213,11 @@ def scale_by_adam(
 
 
 def _add_scaled_params(weight: Numeric) -> optax.GradientTransformation:
-    """``u <- u + weight * p``: the arithmetic shared by L2 and weight decay."""
+    """``u <- u + weight * p``: the arithmetic shared by L2 and weight decay. A plain 0 is the identity: XLA
+    keeps ``u + 0 * p`` (0 · inf is nan), and in a tiny model's step every elementwise op counts."""
+    if isinstance(weight, (int, float)) and weight == 0:
+        return optax.identity()
+
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(optax.NO_PARAMS_MSG)

@@ -160,6 +160,18 @@ def test_l2_equals_weight_decay_for_sgd_only():
     assert gap > 1e-3
 
 
+def test_zero_weight_decay_is_the_identity():
+    """A plain 0 adds nothing at all: an inf parameter (0 · inf = nan) leaves the update finite."""
+    params = {"w": jnp.array([jnp.inf, 1.0])}
+    grads = {"w": jnp.array([0.5, -0.5])}
+    for transform in (optim.decay_weights(0.0), optim.add_l2(0), optim.sgd(LR)):
+        updates, _ = transform.update(grads, transform.init(params), params)
+        assert bool(jnp.isfinite(updates["w"]).all())
+    decaying = optim.sgd(LR, weight_decay=0.1)
+    updates, _ = decaying.update(grads, decaying.init(params), params)
+    assert not bool(jnp.isfinite(updates["w"]).all())  # a real decay does read the params
+
+
 # ----------------------------------------------------------------------------
 # The first three steps by hand (numpy, float64, miniai's class code)
 # ----------------------------------------------------------------------------
