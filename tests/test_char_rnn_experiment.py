@@ -19,7 +19,7 @@ from jaxlearn.data import DataLoaders
 from jaxlearn.learner import Learner
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_FIELDS = {"model", "valid_loss", "lesson_loss", "epochs", "seconds"}
+ROW_FIELDS = {"model", "valid_loss", "lesson_loss", "epochs", "seconds", "bptt", "weight_decay"}
 
 pytestmark = pytest.mark.skipif(text.NIETZSCHE_ENV not in os.environ,
                                 reason=f"nietzsche.txt not available: set {text.NIETZSCHE_ENV} to its path")
