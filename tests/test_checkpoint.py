@@ -145,7 +145,10 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tiny_data, tmp_pat
 def test_ctrl_c_in_a_real_process_leaves_a_loadable_checkpoint(tmp_path):
     """SIGINT to a training process: it stops, and what it leaves is restorable (a subprocess, ~10 s)."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import faulthandler, signal, sys, time
+        # a terminal's Ctrl-C, even when pytest runs as a background job (which inherits SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it waits, should it ever hang
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_checkpoint import make_learner, CheckpointCB, tiny_arrays
         from jaxlearn.learner import Callback
@@ -165,7 +168,13 @@ def test_ctrl_c_in_a_real_process_leaves_a_loadable_checkpoint(tmp_path):
             assert time.time() < deadline, "no checkpoint written in 60 s"
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            pytest.fail("no exit within 60 s of SIGINT; the child's threads:\n" + proc.communicate()[1][-6000:])
     finally:
         proc.kill()
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
