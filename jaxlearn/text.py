@@ -7,8 +7,9 @@ arrays each of the lessons' character models trains on.
 * :func:`load_nietzsche` reads ``$JAXLEARN_NIETZSCHE_PATH``, or downloads the file once into
   :func:`jaxlearn.data.cache_dir`, and checks it (UTF-8, 600,893 characters, sha256).
 * :class:`CharVocab`: lesson 6's vocabulary, every distinct character of the raw text (not lowercased) plus
-  index 0 reserved for padding: 84 + 1 = **85** tokens (the lesson quotes "85 chars + padding", later 84/85).
-  Lesson 7's torchtext vocabulary (``min_freq=3``, 56 tokens) is not reproduced.
+  index 0 reserved for padding: 84 + 1 = **85** tokens (the lesson quotes "85 chars + padding", later 84/85);
+  and lesson 7's (:meth:`CharVocab.lesson7`), torchtext's ``Field(lower=True, tokenize=list)`` with
+  ``min_freq=3`` built on the training text: 54 lowercase characters + unknown + padding = **56** tokens.
 * :func:`split_ids`: lesson 7's split, train = the first 80% of the characters, validation = the last 20%.
 * Dataset builders, one per model of the lessons:
 
@@ -34,6 +35,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -50,6 +52,9 @@ NIETZSCHE_SHA256 = "23cf69874ab69d3d256099ab530ea4be24d47d9675b673bcc67cbcd6298e
 DOWNLOAD_TIMEOUT_S = 30.0
 VALID_PCT = 0.2  # lesson 7: the last 20% of the text is the validation set
 PAD = "\0"  # index 0 of the vocabulary: lesson 6's padding character
+UNK = "\ufffd"  # index 1 of lesson 7's vocabulary: torchtext's <unk>, for characters seen < min_freq times
+LESSON7_MIN_FREQ = 3
+VOCABS = ("lesson6", "lesson7")
 
 KINDS = ("windows", "overlapping", "sequences", "stateful")
 
@@ -112,18 +117,31 @@ def load_nietzsche(path: str | os.PathLike | None = None, check_sha256: bool = T
 
 @dataclass(frozen=True)
 class CharVocab:
-    """Characters ↔ ids, lesson 6 style: ``itos = [PAD] + sorted(set(text))``, no lowercasing.
+    """Characters ↔ ids. Lesson 6 style (the default): ``itos = [PAD] + sorted(set(text))``, no lowercasing.
 
     Index 0 is the padding character ``'\\0'`` (it never occurs in the text); :func:`jaxlearn.rnn.sample_text`
     left-pads short prompts of the window models with it. For nietzsche.txt ``len(vocab) == 85``.
+    With ``lower`` the text is lowercased before encoding; with ``min_freq > 1`` characters seen fewer times
+    share the unknown id 1 (:data:`UNK`), as in torchtext, instead of being an error.
     """
     itos: tuple[str, ...]
+    lower: bool = False
 
     @classmethod
-    def from_text(cls, text: str) -> CharVocab:
-        if PAD in text:
-            raise ValueError("the text contains the padding character '\\0'")
-        return cls((PAD,) + tuple(sorted(set(text))))
+    def from_text(cls, text: str, lower: bool = False, min_freq: int = 1) -> CharVocab:
+        if not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"min_freq must be a positive integer, got {min_freq!r}")
+        if PAD in text or (min_freq > 1 and UNK in text):
+            raise ValueError("the text contains a reserved character: padding '\\0' or unknown '\\ufffd'")
+        counts = Counter(text.lower() if lower else text)
+        kept = tuple(sorted(c for c, n in counts.items() if n >= min_freq))
+        return cls(((PAD, UNK) if min_freq > 1 else (PAD,)) + kept, lower)
+
+    @classmethod
+    def lesson7(cls, train_text: str) -> CharVocab:
+        """Lesson 7's vocabulary: torchtext's ``Field(lower=True, tokenize=list)``, ``build_vocab(min_freq=3)``
+        on the training text. For nietzsche.txt 56 tokens, as the lesson reports (``md.nt``)."""
+        return cls.from_text(train_text, lower=True, min_freq=LESSON7_MIN_FREQ)
 
     @cached_property
     def stoi(self) -> dict[str, int]:
@@ -141,11 +159,15 @@ class CharVocab:
 
     def encode(self, text: str) -> np.ndarray:
         """int32 ids of ``text`` (vectorized: 600k characters in a few milliseconds)."""
+        if self.lower:
+            text = text.lower()
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         table = self._table
         ids = table[np.minimum(codes, len(table) - 1)]
         bad = (ids < 0) | (codes >= len(table))
-        if bad.any():
+        if bad.any() and UNK in self.stoi:
+            ids = np.where(bad, np.int32(self.stoi[UNK]), ids)
+        elif bad.any():
             raise ValueError(f"characters not in the vocabulary: {sorted(set(np.array(list(text))[bad]))!r}")
         return ids
 
@@ -164,11 +186,16 @@ def split_ids(ids: np.ndarray, valid_pct: float = VALID_PCT) -> tuple[np.ndarray
     return ids[:n_train], ids[n_train:]
 
 
-def nietzsche_splits(path: str | os.PathLike | None = None) -> tuple[CharVocab, np.ndarray, np.ndarray]:
-    """``(vocab, train_ids, valid_ids)``: the vocabulary is built from the whole text (as in lesson 6)."""
+def nietzsche_splits(path: str | os.PathLike | None = None, vocab: str = "lesson6"
+                     ) -> tuple[CharVocab, np.ndarray, np.ndarray]:
+    """``(vocab, train_ids, valid_ids)``. ``vocab='lesson6'``: built from the whole text (as in lesson 6), 85
+    tokens; ``'lesson7'``: :meth:`CharVocab.lesson7` built from the training part, 56 tokens."""
+    if vocab not in VOCABS:
+        raise ValueError(f"unknown vocab {vocab!r}: expected one of {', '.join(map(repr, VOCABS))}")
     text = load_nietzsche(path)
-    vocab = CharVocab.from_text(text)
-    return (vocab, *split_ids(vocab.encode(text)))
+    n_train = int(len(text) * (1 - VALID_PCT))  # the same cut as split_ids (lowercasing keeps the length)
+    char_vocab = CharVocab.lesson7(text[:n_train]) if vocab == "lesson7" else CharVocab.from_text(text)
+    return (char_vocab, *split_ids(char_vocab.encode(text)))
 
 
 # -------------------------------------------------------------------------------------------- datasets
@@ -237,7 +264,7 @@ def _as_ids(x: np.ndarray) -> np.ndarray:
 
 def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 8,
                       path: str | os.PathLike | None = None, seed: int = 0,
-                      valid_batch_size: int | None = None) -> DataLoaders:
+                      valid_batch_size: int | None = None, vocab: str = "lesson6") -> DataLoaders:
     """The Nietzsche train / validation split as :class:`~jaxlearn.data.DataLoaders` of int32 ids.
 
     ``kind`` (``bptt`` is the window length of the window kinds):
@@ -250,12 +277,13 @@ def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 
       the same ``batch_size`` (the carried state has one row per stream).
 
     The other kinds shuffle the training set (``seed``); validation batches are ``valid_batch_size``
-    (default ``2·batch_size``). Ids are not scaled (``transform`` is the identity). ``dls.info`` holds
-    ``vocab`` (:class:`CharVocab`), ``kind`` and ``bptt``.
+    (default ``2·batch_size``). Ids are not scaled (``transform`` is the identity). ``vocab`` picks the
+    vocabulary (:func:`nietzsche_splits`: ``'lesson6'``, 85 tokens, or ``'lesson7'``, 56, lowercased).
+    ``dls.info`` holds ``vocab`` (:class:`CharVocab`), ``kind`` and ``bptt``.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(map(repr, KINDS))}")
-    vocab, train_ids, valid_ids = nietzsche_splits(path)
+    char_vocab, train_ids, valid_ids = nietzsche_splits(path, vocab)
     if kind == "stateful":
         train = ArrayDataset(*stream_batches(train_ids, batch_size, bptt), batch_size, shuffle=False,
                              drop_last=True, seed=seed, transform=_as_ids)
@@ -269,4 +297,4 @@ def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 
         train = ArrayDataset(*build(train_ids), batch_size, shuffle=True, seed=seed, transform=_as_ids)
         valid = ArrayDataset(x_valid, y_valid, min(valid_batch_size or 2 * batch_size, len(x_valid)),
                              transform=_as_ids)
-    return DataLoaders(train, valid, info={"vocab": vocab, "kind": kind, "bptt": bptt})
+    return DataLoaders(train, valid, info={"vocab": char_vocab, "kind": kind, "bptt": bptt})

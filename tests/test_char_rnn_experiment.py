@@ -42,8 +42,9 @@ def test_quick_ladder_writes_rows_with_a_falling_loss(tmp_path):
     for row in rows:
         assert ROW_FIELDS <= set(row)
         assert math.isfinite(row["valid_loss"]) and row["epochs"] == 1 and row["seconds"] > 0
-        assert row["valid_loss"] < row["init_valid_loss"] - 0.5  # from ~ln(85) = 4.44 at init
+        assert row["valid_loss"] < row["init_valid_loss"] - 0.5  # from ~ln(vocab size) at init
     assert rows[0]["lesson_loss"] is None and rows[1]["lesson_loss"] == 1.54
+    assert [r["vocab_size"] for r in rows] == [85, 56]  # each lesson's vocabulary
     samples = strict_json(tmp_path / "samples.json")
     assert all(len(s) == 300 for model in samples.values() for s in model.values())
     assert (tmp_path / "grad_norms.png").stat().st_size > 0 and (tmp_path / "README.md").exists()

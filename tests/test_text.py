@@ -51,6 +51,26 @@ def test_vocab_is_every_character_plus_padding(text, vocab_ids):
         vocab.encode("naïve")
 
 
+def test_lesson7_vocab_is_torchtexts_lowercase_min_freq_3(text, text_path):
+    n_train = len(T.split_ids(np.arange(len(text)))[0])
+    vocab = T.CharVocab.lesson7(text[:n_train])
+    assert len(vocab) == 56  # lesson 7: md.nt == 56
+    assert vocab.itos[:2] == (T.PAD, T.UNK) and vocab.lower
+    assert not any(c.isupper() for c in vocab.itos) and "æ" not in vocab.itos  # 'æ' once in training
+    assert vocab.encode("Truth").tolist() == vocab.encode("truth").tolist()
+    assert vocab.encode("æon").tolist() == [1, vocab.stoi["o"], vocab.stoi["n"]]  # rare characters → <unk>
+    assert vocab.decode(vocab.encode("Beyond Good")) == "beyond good"
+    char_vocab, train, valid = T.nietzsche_splits(text_path, vocab="lesson7")
+    assert char_vocab == vocab and (len(train), len(valid)) == (480_714, 120_179)
+    assert (train == 1).sum() == 2 and (valid == 1).sum() == 3  # 'æ', 'ë' in training; 'é' twice, 'æ' after
+    dls = T.nietzsche_loaders("stateful", batch_size=64, bptt=8, path=text_path, vocab="lesson7")
+    assert dls.info["vocab"] == vocab and dls.train.x.max() < 56
+    with pytest.raises(ValueError, match="unknown vocab 'lesson8'"):
+        T.nietzsche_splits(text_path, vocab="lesson8")
+    with pytest.raises(ValueError, match="min_freq must be a positive integer"):
+        T.CharVocab.from_text("abc", min_freq=0)
+
+
 def test_split_is_first_80_and_last_20_percent(vocab_ids):
     _, ids = vocab_ids
     train, valid = T.split_ids(ids)
