@@ -323,8 +323,12 @@ class _StackStep(nn.Module):
 
 # Scan the step over time (axis 1 of the (B, T, n_fac) embeddings): shared params, a fresh dropout mask per
 # step; recorded gates, perturbations and captured intermediates are stacked with time first, (T, B, ...).
+# Unrolled by WINDOW_UNROLL steps, so XLA can overlap a layer's step with the layers and steps beside it: the
+# lesson's 2 × 512 LSTM trains 7% faster on a 2-core CPU (64.4 → 60.0 ms per step; 4 steps: 62.6).
+WINDOW_UNROLL = 8
 _ScanStack = nn.scan(_StackStep, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
-                     variable_axes={GATES: 0, PERTURBATIONS: 0, "intermediates": 0}, in_axes=1, out_axes=1)
+                     variable_axes={GATES: 0, PERTURBATIONS: 0, "intermediates": 0}, in_axes=1, out_axes=1,
+                     unroll=WINDOW_UNROLL)
 
 
 class StatefulCharRnn(nn.Module):
