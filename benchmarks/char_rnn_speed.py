@@ -7,7 +7,8 @@ The model is the lesson-7 notebook's LSTM: embedding of its 56-token vocabulary 
 512 hidden with dropout 0.5 between them, a linear output per step; batch 64 streams of bptt 8 characters of
 Nietzsche (the training set's first batches, in order), Adam lr 1e-3, the hidden state carried from batch to
 batch with the gradient cut at the boundary.
-* JAX: ``jaxlearn.learner.Learner`` on ``StatefulCharRnn('lstm', n_hidden=512, n_layers=2, dropout=0.5)``,
+* JAX: ``jaxlearn.learner.Learner`` on ``StatefulCharRnn('lstm', n_hidden=512, n_layers=2, dropout=0.5,
+  unroll=8)``,
   ``steps_per_call`` = a whole block (one compiled ``lax.scan`` over ``--block`` steps: each step's batch
   gathered on the device, the carry threaded through the scan). A block is ``learn.fit(1, valid=False)`` on
   a ``--block``-batch training set, so each block also starts from a fresh carry, as torch's does.
@@ -45,6 +46,7 @@ from jaxlearn.learner import Learner
 
 N_FAC, N_HIDDEN, N_LAYERS, DROPOUT = 42, 512, 2, 0.5  # lesson 7's CharSeqStatefulLSTM(md.nt, 42, 512, 2)
 BATCH, BPTT, LR = 64, 8, 1e-3
+UNROLL = 8  # as experiments/char_rnn.py --full trains this model: the whole window per loop iteration
 RESULTS = Path(__file__).parent / "results" / "char_rnn_speed.md"
 
 
@@ -63,7 +65,7 @@ def torch_like_adam(learning_rate: float) -> optax.GradientTransformation:
 def jax_runner(dls: DataLoaders, block: int) -> Callable[[], float]:
     """A function that trains one block of ``block`` steps and returns its wall seconds."""
     train = dataclasses.replace(dls.train, x=dls.train.x[:block * BATCH], y=dls.train.y[:block * BATCH])
-    model = rnn.StatefulCharRnn(len(dls.info["vocab"]), "lstm", N_FAC, N_HIDDEN, N_LAYERS, DROPOUT)
+    model = rnn.StatefulCharRnn(len(dls.info["vocab"]), "lstm", N_FAC, N_HIDDEN, N_LAYERS, DROPOUT, unroll=UNROLL)
     learn = Learner(model, DataLoaders(train, train, dls.info), loss_fn=rnn.sequence_cross_entropy,
                     optimizer=torch_like_adam, lr=LR, metrics=[], steps_per_call=block)
 

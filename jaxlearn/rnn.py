@@ -321,14 +321,14 @@ class _StackStep(nn.Module):
         return tuple(new_carry), x
 
 
-# Scan the step over time (axis 1 of the (B, T, n_fac) embeddings): shared params, a fresh dropout mask per
-# step; recorded gates, perturbations and captured intermediates are stacked with time first, (T, B, ...).
-# Unrolled by WINDOW_UNROLL steps, so XLA can overlap a layer's step with the layers and steps beside it: the
-# lesson's 2 × 512 LSTM trains 7% faster on a 2-core CPU (64.4 → 60.0 ms per step; 4 steps: 62.6).
-WINDOW_UNROLL = 8
-_ScanStack = nn.scan(_StackStep, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
-                     variable_axes={GATES: 0, PERTURBATIONS: 0, "intermediates": 0}, in_axes=1, out_axes=1,
-                     unroll=WINDOW_UNROLL)
+@functools.cache
+def _scan_stack(unroll: int) -> type[nn.Module]:
+    """The step scanned over time (axis 1 of the (B, T, n_fac) embeddings): shared params, a fresh dropout mask
+    per step; recorded gates, perturbations and captured intermediates are stacked with time first, (T, B, ...).
+    ``unroll`` steps per loop iteration (``lax.scan``'s)."""
+    return nn.scan(_StackStep, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                   variable_axes={GATES: 0, PERTURBATIONS: 0, "intermediates": 0}, in_axes=1, out_axes=1,
+                   unroll=unroll)
 
 
 class StatefulCharRnn(nn.Module):
@@ -342,6 +342,11 @@ class StatefulCharRnn(nn.Module):
     batch boundary (the lesson's ``repackage_var``). A plain ``apply`` reads the carry without changing it, or
     starts from zeros when the variables hold no carry. ``dropout`` acts between layers (``nn.LSTM(dropout)``;
     the lesson: 2-layer LSTM, 512 hidden, dropout 0.5).
+
+    ``unroll``: time steps per iteration of the loop over the window, a speed setting only (the same function;
+    floats may round differently). Unrolled, XLA can overlap a layer's step with its neighbours'. Measured on a
+    2-core CPU: the lesson's 2 × 512 LSTM at bptt 8 steps 7% faster unrolled 8 (64.4 → 60.0 ms), but a 2 × 384
+    LSTM at bptt 16 13% slower (75 → 85 ms; unrolled 16: 91 ms). Measure before choosing.
     """
     vocab_size: int
     cell: str = "rnn"
@@ -349,9 +354,12 @@ class StatefulCharRnn(nn.Module):
     n_hidden: int = 256
     n_layers: int = 1
     dropout: float = 0.0
+    unroll: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if not isinstance(self.unroll, int) or self.unroll < 1:
+            raise ValueError(f"unroll must be a positive integer, got {self.unroll!r}")
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}: expected one of {', '.join(map(repr, CELLS))}")
         batch = x.shape[0]
@@ -361,7 +369,7 @@ class StatefulCharRnn(nn.Module):
         if jax.tree.leaves(h0)[0].shape[0] != batch:
             h0 = self.zero_state(batch)
         emb = nn.Embed(self.vocab_size, self.n_fac, name="e")(x)
-        h_final, out = _ScanStack(self.cell, self.n_hidden, self.n_layers, self.dropout,
+        h_final, out = _scan_stack(self.unroll)(self.cell, self.n_hidden, self.n_layers, self.dropout,
                                   deterministic=not train, name="rnn")(h0, emb)
         if carry is not None and self.is_mutable_collection(CARRY) and not self.is_initializing():
             carry.value = jax.lax.stop_gradient(h_final)

@@ -2,6 +2,7 @@
 diagnostics, sampling and a short training run."""
 
 import os
+from functools import partial
 
 import chex
 import flax.linen as nn
@@ -218,6 +219,21 @@ def test_carry_continues_across_batches_and_cuts_the_gradient(cell, n_layers):
     chex.assert_trees_all_equal(r["g_h"], jax.tree.map(jnp.zeros_like, h_rand))
     # ... while without the cut the second half's loss does reach batch k's state
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(r["g_uncut"])) > 1e-4
+
+
+def test_unrolling_the_window_is_the_same_function():
+    x, y = _ids(6, (B, 2 * BPTT)), _ids(7, (B, 2 * BPTT))  # 10 steps: unroll 4 leaves a remainder of 2
+    models = [rnn.StatefulCharRnn(V, "lstm", F, H, n_layers=2, unroll=u) for u in (1, 4)]
+    variables = models[0].init(KEY, x)
+
+    def loss(model, params):
+        return rnn.sequence_cross_entropy(model.apply({**variables, "params": params}, x), y).mean()
+
+    (l1, g1), (l4, g4) = [jax.jit(jax.value_and_grad(partial(loss, m)))(variables["params"]) for m in models]
+    np.testing.assert_allclose(l1, l4, rtol=1e-6)
+    chex.assert_trees_all_close(g1, g4, atol=1e-6)
+    with pytest.raises(ValueError, match="unroll must be a positive integer"):
+        rnn.StatefulCharRnn(V, "lstm", unroll=0).init(KEY, x)
 
 
 def test_unknown_cell_is_rejected():
