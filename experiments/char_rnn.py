@@ -100,7 +100,7 @@ def stateful(cell: str, n_hidden: int = 256, n_layers: int = 1, dropout: float =
 # cosine over 20 epochs instead of restarts 1.336 (best 1.331 at epoch 13: it overfits). Every run's training loss
 # kept falling while the validation loss flattened near 1.31: on 480k training characters the limit here is
 # overfitting, not steps. On lesson 7's own vocabulary (lowercase, 56 tokens), which its 1.25 was measured on,
-# this default reaches **1.294** (560–590 s). Unrolling its 16-step window (8 or 16) made it slower here.
+# this default reaches **1.294** (560–600 s). Unrolling its 16-step window (8 or 16) made it slower here.
 LSTM_DEFAULT = Rung("lstm", "LSTM (stateful, 2 × 384, dropout 0.5, bptt 16, wd 0.1, SGDR)", "stateful", 16, 64,
                     stateful("lstm", 384, 2, 0.5), 3e-3, (Phase(15, "sgdr"),), 1.25,
                     "1.31 → 1.25 (2 × 512, dropout 0.5, 2+15+63 epochs)", weight_decay=0.1, vocab="lesson7")
