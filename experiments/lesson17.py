@@ -270,7 +270,8 @@ def write_readme(out: Path, rows: list[dict]) -> None:
                               else "")
         lines.append(f"| {r['rung']} | {r['test_accuracy']:.2%} | {lesson} | {r['epochs']} | {notes} |")
     if runtimes:
-        lines += ["", "Wall-clock seconds per rung (compilation, LR finder, training and evaluation; 2 shared CPU cores): "
+        lines += ["", "Wall-clock seconds per rung (compilation, LR finder, training and evaluation; "
+                  "2 shared CPU cores): "
                   + ", ".join(f"{name} {sec:.0f}" for name, sec in runtimes)
                   + f"; {sum(sec for _, sec in runtimes) / 60:.1f} min in all."]
     if (out / "OBSERVATIONS.md").exists():

@@ -377,7 +377,8 @@ def write_readme(r: dict, out: Path, n_test: int) -> None:
     c = r["confidence"]["rows"]
     L += ["## 2. How many test images? (confidence intervals)", "",
           "The ladder's last model evaluated on the first n test images, and on disjoint subsets of n images.", "",
-          "| n | accuracy on the first n | 95% CI half-width | std over disjoint subsets | predicted sqrt(p(1-p)/n) | subsets range |",
+          "| n | accuracy on the first n | 95% CI half-width | std over disjoint subsets "
+          "| predicted sqrt(p(1-p)/n) | subsets range |",
           "| --- | --- | --- | --- | --- | --- |"]
     for row in c:
         spread = (f"{100 * row['subset_std']:.2f}% ({row['n_subsets']} subsets)", f"{100 * row['subset_min']:.1f}.."
@@ -423,7 +424,8 @@ def write_readme(r: dict, out: Path, n_test: int) -> None:
           "| weights kept | from the original init (rewind: the ticket) | from a fresh random init |",
           "| --- | --- | --- |"]
     for row in p["tickets"]:
-        L.append(f"| {100 * row['keep']:.1f}% | {pct(row['rewind_to_init'], n_test)} | {pct(row['random_reinit'], n_test)} |")
+        L.append(f"| {100 * row['keep']:.1f}% | {pct(row['rewind_to_init'], n_test)} "
+                 f"| {pct(row['random_reinit'], n_test)} |")
     L += ["", "![pruning](pruning.png)", ""]
     (out / "README.md").write_text("\n".join(L))
 

@@ -63,10 +63,12 @@ def test_labels_the_loss_cannot_take(tiny_data):
         Learner(TinyNet(), dls_of(x, y.astype(np.float32)))
     with pytest.raises(ValueError, match=r"cross_entropy needs one integer class label.*labels are \(1,\) int32"):
         Learner(TinyNet(), dls_of(x, y[:, None]))
-    with pytest.raises(ValueError, match=r"loss_fn cannot take the model's outputs \(\(3,\) float32 per example\) and the labels"):
+    with pytest.raises(ValueError,
+                       match=r"loss_fn cannot take the model's outputs \(\(3,\) float32 per example\) and the labels"):
         Learner(TinyNet(), dls_of(x, y), loss_fn=lambda p, t: optax.l2_loss(p, t[:, None, None]).sum(-1))
     with pytest.raises(ValueError, match="loss_fn must return one loss per example"):
-        Learner(TinyNet(), dls_of(x, y), loss_fn=lambda p, t: optax.softmax_cross_entropy_with_integer_labels(p, t).mean())
+        Learner(TinyNet(), dls_of(x, y),
+                loss_fn=lambda p, t: optax.softmax_cross_entropy_with_integer_labels(p, t).mean())
 
 
 # ------------------------------------------------------------------------------------- hyperparameters
