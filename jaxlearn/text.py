@@ -177,8 +177,9 @@ class CharVocab:
 
 # ---------------------------------------------------------------------------------------------- splits
 
-def split_ids(ids: np.ndarray, valid_pct: float = VALID_PCT) -> tuple[np.ndarray, np.ndarray]:
+def split_ids(ids: np.ndarray | str, valid_pct: float = VALID_PCT) -> tuple[np.ndarray | str, np.ndarray | str]:
     """Lesson 7: train = the first ``1 - valid_pct`` of the characters, validation = the rest (in order).
+    ``ids`` may also be the text itself.
 
     nietzsche.txt: 480,714 / 120,179 characters.
     """
@@ -193,8 +194,8 @@ def nietzsche_splits(path: str | os.PathLike | None = None, vocab: str = "lesson
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocab {vocab!r}: expected one of {', '.join(map(repr, VOCABS))}")
     text = load_nietzsche(path)
-    n_train = int(len(text) * (1 - VALID_PCT))  # the same cut as split_ids (lowercasing keeps the length)
-    char_vocab = CharVocab.lesson7(text[:n_train]) if vocab == "lesson7" else CharVocab.from_text(text)
+    train_text = split_ids(text)[0]  # the characters split_ids gives to training (lowercasing keeps the length)
+    char_vocab = CharVocab.lesson7(train_text) if vocab == "lesson7" else CharVocab.from_text(text)
     return (char_vocab, *split_ids(char_vocab.encode(text)))
 
 
