@@ -19,12 +19,14 @@ model the same way: n_embd 10, n_hidden 200, block 3, the lecture's hand-written
   runs the full loop, so the ratio is against torch at its best on this machine (both probes are printed).
   ``--torch-threads N`` fixes it instead.
 
-No XLA flag is set: on the 2-core machine where this was tuned none of the XLA:CPU flags tried (no XNNPACK,
-YNNPACK fusion kinds, thunk runtime off, single-threaded Eigen, scan ``unroll``) was faster beyond the noise
-of a shared machine. What did help: the whole chunk's minibatch indices and gathers hoisted out of the scan,
+No XLA flag is set for the process. The JAX side compiles with ``makemore.CPU_COMPILER_OPTIONS`` on the CPU,
+as every ``lecture_learner`` does: no YNNPACK library calls, which cost more than they save on matrices this
+small (59.5 → 51.7 CPU-µs per step, alternating blocks in one process). Other flags tried (no XNNPACK,
+thunk runtime off, single-threaded Eigen, scan ``unroll``) were not faster beyond the noise of a shared
+machine. What else helped: the whole chunk's minibatch indices and gathers hoisted out of the scan,
 a one-hot cross-entropy (a gather's gradient is a scatter-add, a slow serial loop on XLA:CPU), the lecture's
 BatchNorm with its closed-form backward (``makemore.lecture_batchnorm``, makemore part 4) and a one-select lr
-schedule. A step is then ~60 CPU-microseconds, most of it the six small matrix products.
+schedule. A step is then ~50 CPU-microseconds, most of it the six small matrix products.
 
 Also printed: CPU-microseconds per step of each (process CPU time, all threads) and their ratio, which moves
 less than the wall-clock ratio when other jobs share the machine.

@@ -10,7 +10,7 @@ The batch loop only launches the compiled call: metrics, schedules and statistic
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -63,17 +63,19 @@ class Learner:
     to accuracy for integer labels. ``steps_per_call`` batches run per compiled call (default: a whole epoch on
     an accelerator, one on the CPU, where XLA's conv gradients are slower inside a loop). ``compute_dtype``
     (fastai's ``to_fp16``; ``jnp.bfloat16`` or ``jnp.float16``, the latter with dynamic loss scaling): the
-    forward and backward passes run in it while params, loss and metric sums stay float32.
+    forward and backward passes run in it while params, loss and metric sums stay float32. ``compiler_options``:
+    XLA options of the compiled calls (``jax.jit``'s), e.g. ``makemore.CPU_COMPILER_OPTIONS``.
     """
 
     def __init__(self, model: nn.Module, dls: DataLoaders, loss_fn: Callable = S.cross_entropy,
                  optimizer: optax.GradientTransformation | Callable[..., optax.GradientTransformation] = optax.sgd,
                  callbacks: Iterable[Callback] = (), lr: float | None = None,
                  metrics: Sequence[M.Metric | Callable] | None = None, seed: int = 0,
-                 steps_per_call: int | None = None, mesh: Mesh | bool | None = None, compute_dtype: Any = None):
+                 steps_per_call: int | None = None, mesh: Mesh | bool | None = None, compute_dtype: Any = None,
+                 compiler_options: Mapping[str, Any] | None = None):
         _check_settings(seed, steps_per_call)
         self.model, self.dls, self.loss_fn, self.seed = model, dls, loss_fn, int(seed)
-        self.compute_dtype = compute_dtype
+        self.compute_dtype, self.compiler_options = compute_dtype, dict(compiler_options or {})
         self.callbacks: list[Callback] = list(callbacks)
         self.steps_per_call = steps_per_call or (1 if jax.default_backend() == "cpu" else dls.train.n_batches)
         self.mesh = sharding.resolve_mesh(mesh)
@@ -92,8 +94,7 @@ class Learner:
 
     @property
     def state(self) -> S.TrainState:
-        """The train state. The next training call donates (reuses) its buffers: keep a ``step.copy_state``
-        of it to hold on to an old one."""
+        """The train state; the next training call donates (reuses) its buffers (``step.copy_state`` keeps one)."""
         return self._state
 
     @state.setter
@@ -140,20 +141,19 @@ class Learner:
         finally:
             self.state, self.epochs_done, self.callbacks, self.steps_per_call = saved
 
-    def batch_transform(self) -> S.Transform:
-        """The callbacks' input transforms in order, as one ``(x, training, key) -> x``."""
+    def batch_transform(self) -> S.Transform:  # the callbacks' input transforms in order, as one transform
         return S.callbacks_transform(sorted(self.callbacks, key=attrgetter("order")))
 
     @property
-    def n_traces(self) -> int:
-        """Times the compiled calls were traced (tests check it stays put)."""
+    def n_traces(self) -> int:  # times the compiled calls were traced (tests check it stays put)
         return S.n_traces(self._compiled)
 
     def _compile(self, total_steps: int) -> None:
         self._cbs = sorted(self.callbacks, key=attrgetter("order"))
+        jit_kwargs = {**sharding.replicated(self.mesh), "compiler_options": self.compiler_options}
         self._train_call, self._eval_call, self._predict, self._hooked = S.compiled_calls(
             self._compiled, self._cbs, total_steps, self.loss_fn, self.metrics, self.dls,
-            sharding.batch_constraint(self.mesh), sharding.replicated(self.mesh), self.compute_dtype)
+            sharding.batch_constraint(self.mesh), jit_kwargs, self.compute_dtype)
 
     # ---------------------------------------------------------------------------------------- the loop
     def callback(self, method_name: str) -> None:

@@ -161,3 +161,16 @@ def test_short_fit_on_fashion_mnist_learns(fashion_small):
     after = metrics.history[-1]
     assert before["loss"] > 2.0 and after["valid_loss"] < 0.6 * before["loss"]
     assert after["valid_accuracy"] > 0.65
+
+
+def test_compiler_options_reach_xla(tiny_data):
+    """``compiler_options`` go to XLA with the train and eval calls: an unknown one fails the first fit, a real
+    one trains to the same losses (makemore's CPU options switch YNNPACK off: the same numbers within rounding)."""
+    with pytest.raises(Exception, match="no_such_option"):
+        tiny_learner(tiny_data, compiler_options={"no_such_option": True}).fit(1)
+    losses = {}
+    for name, options in [("default", None), ("ynn off", {"xla_cpu_experimental_ynn_fusion_type": ""})]:
+        learn = tiny_learner(tiny_data, compiler_options=options, callbacks=[MetricsCB(show=False)])
+        learn.fit(2)
+        losses[name] = learn.epoch_metrics["loss"]
+    assert losses["ynn off"] == pytest.approx(losses["default"], rel=1e-5)
