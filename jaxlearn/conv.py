@@ -78,8 +78,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     strides = tuple(window_strides)
     pads = (lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding) if isinstance(padding, str)
             else [tuple(p) for p in padding])
-    if len(pads) != n_spatial or any(lo < 0 or hi < 0 for lo, hi in pads):
-        return lax_conv(lhs, rhs)
+    out_size = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(lhs.shape[1:-1], pads, rhs.shape[:-2], strides)]
+    if len(pads) != n_spatial or any(lo < 0 or hi < 0 for lo, hi in pads) or min(out_size) < 1:
+        return lax_conv(lhs, rhs)  # lax's own checks and messages for the unusual cases
 
     def slices(lhs, rhs):
         return _slices_conv(lhs, rhs, strides, pads, precision)
