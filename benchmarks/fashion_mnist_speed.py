@@ -270,8 +270,8 @@ def main() -> None:
 
     dls = fashion_mnist_loaders(args.bs, n_train=args.n_train)
     on_cpu = jax.devices()[0].platform == "cpu"
-    # XLA's CPU backend runs conv weight-gradients far slower inside a loop, so on CPU the Learner's best
-    # setting is one step per call; accelerators are dispatch-bound and want a whole epoch per call.
+    # The Learner's CPU default is one step per call (XLA's own conv gradients are far slower inside a loop;
+    # jaxlearn.conv's are not); accelerators are dispatch-bound and want a whole epoch per call.
     k = args.steps_per_call or (10 if on_cpu else dls.train.n_batches)
     desc = machine()
     has_torch = importlib.util.find_spec("torch") is not None

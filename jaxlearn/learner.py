@@ -61,7 +61,7 @@ class Learner:
     ``partial(optax.adamw, learning_rate=3e-4)``) wrapped with ``optax.inject_hyperparams`` so hyperparameters
     change without recompiling; its own ``learning_rate`` is kept unless ``lr`` is given. ``metrics`` default
     to accuracy for integer labels. ``steps_per_call`` batches run per compiled call (default: a whole epoch on
-    an accelerator, one on the CPU, where XLA's conv gradients are slower inside a loop). ``compute_dtype``
+    an accelerator, one on the CPU, where XLA's own conv gradients are slow inside a loop). ``compute_dtype``
     (fastai's ``to_fp16``; ``jnp.bfloat16`` or ``jnp.float16``, the latter with dynamic loss scaling): the
     forward and backward passes run in it while params, loss and metric sums stay float32. ``compiler_options``:
     XLA options of the compiled calls (``jax.jit``'s), e.g. ``makemore.CPU_COMPILER_OPTIONS``.

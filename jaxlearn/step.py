@@ -361,7 +361,8 @@ def make_train_call(train_step: Callable[[TrainState, Batch], tuple[TrainState, 
 
         if n_steps == 1:
             # No loop for a single step: inside any loop XLA's CPU backend keeps conv weight-gradients in a
-            # form ~20x slower than outside one (measured on the lesson-17 CNN and the ResNet).
+            # form ~20x slower than outside one (measured on the lesson-17 CNN and the ResNet with lax's convs;
+            # jaxlearn.conv's slices do not have this problem).
             (state, acc), out = body((state, acc), jax.tree.map(lambda a: a[0], batches))
             return state, acc, pos + 1, jax.tree.map(lambda a: a[None], out)
         (state, acc), outputs = jax.lax.scan(body, (state, acc), batches)
