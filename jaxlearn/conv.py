@@ -41,14 +41,13 @@ def _channels_last(dimension_numbers: lax.ConvDimensionNumbers | None, ndim: int
             and dn.rhs_spec == (ndim - 1, ndim - 2, *range(ndim - 2)))
 
 
-def _slices_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...],
-                 pads: Sequence[tuple[int, int]], precision) -> jax.Array:
+def _slices_conv(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, ...], pads: Sequence[tuple[int, int]],
+                 out_size: Sequence[int], precision) -> jax.Array:
     """The convolution of channels-last ``lhs`` (N, *S, C) with ``rhs`` (*K, C, O): every kernel offset's
     strided slice of the padded input, side by side in the kernel's (offset, channel) order, times the
     kernel reshaped to (K·C, O)."""
     window = rhs.shape[:-2]
     padded = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
-    out_size = [(p - k) // s + 1 for p, k, s in zip(padded.shape[1:-1], window, strides)]
     columns = [padded[(slice(None),
                        *(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, strides, out_size)),
                        slice(None))]
@@ -78,11 +77,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     strides = tuple(window_strides)
     pads = (lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding) if isinstance(padding, str)
             else [tuple(p) for p in padding])
+    if len(pads) != n_spatial or any(lo < 0 or hi < 0 for lo, hi in pads):
+        return lax_conv(lhs, rhs)
     out_size = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(lhs.shape[1:-1], pads, rhs.shape[:-2], strides)]
-    if len(pads) != n_spatial or any(lo < 0 or hi < 0 for lo, hi in pads) or min(out_size) < 1:
-        return lax_conv(lhs, rhs)  # lax's own checks and messages for the unusual cases
+    if min(out_size) < 1:
+        return lax_conv(lhs, rhs)  # lax's own checks and message
 
     def slices(lhs, rhs):
-        return _slices_conv(lhs, rhs, strides, pads, precision)
+        return _slices_conv(lhs, rhs, strides, pads, out_size, precision)
     return lax.platform_dependent(lhs, rhs, cpu=slices, default=lax_conv)
 
