@@ -165,6 +165,19 @@ class CharSeqRnn(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- cells
 
+def fusion_fence(x: jax.Array) -> jax.Array:
+    """``x`` unchanged (exactly: ``x / 1``), but computed once by XLA instead of inside every consumer.
+
+    Why: unrolled over the bptt window, a state updated by cheap elementwise ops alone — the LSTM's
+    ``c' = f ⊙ c + i ⊙ g``, the GRU's ``h' = (1 − z) ⊙ h + z ⊙ h̃`` — forms a chain through all the time steps,
+    forward and backward, and XLA's fusion copies cheap producers into each consumer: every step recomputes the
+    chain from the window's start. A division counts as expensive, so XLA does not copy it; the 1 comes
+    through ``optimization_barrier`` so that it is not folded away. The gradient is ``g / 1``: the same fence
+    backward. Measured on a 2-core CPU, the lesson's 2 × 512 LSTM training step: 69 → 61 ms.
+    """
+    return x / jax.lax.optimization_barrier(jnp.ones((), x.dtype))
+
+
 def _record(module: nn.Module, **activations: jax.Array) -> None:
     """Sow gate activations into :data:`GATES` when an apply asked for it (``mutable=['gates']``); never at
     init, so the collection never joins a model's variables."""
@@ -237,7 +250,7 @@ class GRUCell(_HiddenStateCell):
         z = 1.0 - jax.nn.sigmoid(dense_i(name="iz")(x) + dense_h(name="hz")(h))
         u = dense_h(name="hn", use_bias=True, bias_init=self.bias_init)
         h_tilde = jnp.tanh(dense_i(name="in")(x) + (r * u(h) if self.reset_after else u(r * h)))
-        new_h = (1.0 - z) * h + z * h_tilde
+        new_h = fusion_fence((1.0 - z) * h + z * h_tilde)
         _record(self, r=r, z=z)
         return new_h, new_h
 
@@ -275,7 +288,7 @@ class LSTMCell(nn.RNNCellBase):
         f = jax.nn.sigmoid(w("f"))
         g = jnp.tanh(w("g"))
         o = jax.nn.sigmoid(w("o"))
-        new_c = f * c + i * g
+        new_c = fusion_fence(f * c + i * g)
         new_h = o * jnp.tanh(new_c)
         _record(self, i=i, f=f, o=o)
         return (new_c, new_h), new_h

@@ -236,6 +236,34 @@ def test_unrolling_the_window_is_the_same_function():
         rnn.StatefulCharRnn(V, "lstm", unroll=0).init(KEY, x)
 
 
+def _widest_fusion(model: rnn.StatefulCharRnn, x: jax.Array, y: jax.Array) -> int:
+    """The most operands of any fusion in the compiled gradient of the model's loss (CPU)."""
+    variables = model.init(KEY, x)
+
+    def loss(params):
+        return rnn.sequence_cross_entropy(model.apply({**variables, "params": params}, x), y).mean()
+
+    hlo = jax.jit(jax.grad(loss)).lower(variables["params"]).compile().as_text()
+    fusions = [line.split(" fusion(", 1)[1].split("), kind=", 1)[0] for line in hlo.splitlines() if " fusion(" in line]
+    return max(f.count("%") for f in fusions)
+
+
+def test_fusion_fence_is_exact_and_stops_the_recomputed_chain(monkeypatch):
+    x = _normal(8, (B, H))
+    chex.assert_trees_all_equal(jax.jit(rnn.fusion_fence)(x), x)
+    chex.assert_trees_all_equal(jax.grad(lambda v: (rnn.fusion_fence(v) ** 2).sum())(x), 2 * x)
+    if jax.default_backend() != "cpu":
+        pytest.skip("the fusion count below is XLA:CPU's")
+    # Unrolled over the window, the LSTM's c chain is elementwise from step to step; without the fence XLA
+    # fuses it into each step's consumers, reading every earlier step's gates (dozens of operands).
+    ids, targets = _ids(9, (B, BPTT)), _ids(10, (B, BPTT))
+    model = rnn.StatefulCharRnn(V, "lstm", F, H, n_layers=2, unroll=BPTT)
+    fenced = _widest_fusion(model, ids, targets)
+    monkeypatch.setattr(rnn, "fusion_fence", lambda v: v)
+    unfenced = _widest_fusion(model, ids, targets)
+    assert 2 * fenced < unfenced, (fenced, unfenced)
+
+
 def test_unknown_cell_is_rejected():
     with pytest.raises(ValueError, match="unknown cell 'transformer'"):
         rnn.StatefulCharRnn(V, "transformer").init(KEY, _ids(0, (B, BPTT)))
