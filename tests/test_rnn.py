@@ -264,6 +264,33 @@ def test_fusion_fence_is_exact_and_stops_the_recomputed_chain(monkeypatch):
     assert 2 * fenced < unfenced, (fenced, unfenced)
 
 
+def test_parameter_fence_sums_each_window_gradient_once(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the fusion count below is XLA:CPU's")
+    ids = _ids(11, (B, BPTT))
+    opt = optax.adam(1e-3)
+
+    def window_sums() -> int:
+        """Fusions of an Adam step that add up a weight's per-step gradient products over the whole window."""
+        model = rnn.StatefulCharRnn(V, "lstm", F, H, n_layers=2, unroll=BPTT)
+        variables = model.init(KEY, ids)
+
+        def step(params, state):
+            grads = jax.grad(lambda p: model.apply({**variables, "params": p}, ids).mean())(params)
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        hlo = jax.jit(step).lower(variables["params"], opt.init(variables["params"])).compile().as_text()
+        fusions = [line.split(" fusion(", 1)[1].split("), kind=", 1)[0]
+                   for line in hlo.splitlines() if " fusion(" in line]
+        return sum(f.count("%dot") >= BPTT for f in fusions)
+
+    fenced = window_sums()
+    monkeypatch.setattr(rnn, "fusion_fence", lambda v: v)
+    # 16 recurrent-loop kernels (2 layers × 8): summed once each, not once per Adam moment
+    assert (fenced, window_sums()) == (16, 32)
+
+
 def test_unknown_cell_is_rejected():
     with pytest.raises(ValueError, match="unknown cell 'transformer'"):
         rnn.StatefulCharRnn(V, "transformer").init(KEY, _ids(0, (B, BPTT)))
