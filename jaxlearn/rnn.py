@@ -362,8 +362,10 @@ class StatefulCharRnn(nn.Module):
 
     ``unroll``: time steps per iteration of the loop over the window, a speed setting only (the same function;
     floats may round differently). Unrolled, XLA can overlap a layer's step with its neighbours'. Measured on a
-    2-core CPU: the lesson's 2 × 512 LSTM at bptt 8 steps 7% faster unrolled 8 (64.4 → 60.0 ms), but a 2 × 384
-    LSTM at bptt 16 13% slower (75 → 85 ms; unrolled 16: 91 ms). Measure before choosing.
+    2-core CPU, with :func:`fusion_fence` in the cells: the lesson's 2 × 512 LSTM at bptt 8 unrolled 8 (the
+    whole window) 58 ms a step, against 67 ms unrolled 1; a 2 × 384 LSTM at bptt 16 unrolled 16: 71 ms, against 84
+    unrolled 1 and 75 unrolled 8. (Before the fence, the 2 × 384 LSTM was 13% slower unrolled.) Measure before
+    choosing.
     """
     vocab_size: int
     cell: str = "rnn"
