@@ -40,7 +40,8 @@ import optax
 import torch
 from torch import nn
 
-from jaxlearn import optim, rnn, text
+from jaxlearn import optim, text
+from jaxlearn.losses import cross_entropy
 from jaxlearn.data import DataLoaders
 from jaxlearn.learner import Learner
 
@@ -65,8 +66,8 @@ def torch_like_adam(learning_rate: float) -> optax.GradientTransformation:
 def jax_runner(dls: DataLoaders, block: int) -> Callable[[], float]:
     """A function that trains one block of ``block`` steps and returns its wall seconds."""
     train = dataclasses.replace(dls.train, x=dls.train.x[:block * BATCH], y=dls.train.y[:block * BATCH])
-    model = rnn.StatefulCharRnn(len(dls.info["vocab"]), "lstm", N_FAC, N_HIDDEN, N_LAYERS, DROPOUT, unroll=UNROLL)
-    learn = Learner(model, DataLoaders(train, train, dls.info), loss_fn=rnn.sequence_cross_entropy,
+    model = text.StatefulCharRnn(len(dls.info["vocab"]), "lstm", N_FAC, N_HIDDEN, N_LAYERS, DROPOUT, unroll=UNROLL)
+    learn = Learner(model, DataLoaders(train, train, dls.info), loss_fn=cross_entropy,
                     optimizer=torch_like_adam, lr=LR, metrics=[], steps_per_call=block)
 
     def run_block() -> float:

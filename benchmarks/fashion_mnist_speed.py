@@ -35,14 +35,13 @@ import jax
 import optax
 
 from jaxlearn import optim
+from jaxlearn.callback import Callback, CancelFitException
 from jaxlearn.callbacks import ActivationStats, BatchTransformCB, ParamSchedulerCB, SingleBatchCB
 from jaxlearn.data import fashion_mnist_loaders, normalize
-from jaxlearn.init import kaiming_normal
-from jaxlearn.layers import GeneralRelu
-from jaxlearn.learner import Callback, CancelFitException, Learner
-from jaxlearn.models import get_model
-from jaxlearn.norms import BatchNorm
-from jaxlearn.schedules import one_cycle
+from jaxlearn.learner import Learner
+from jaxlearn.nn import BatchNorm, GeneralRelu, kaiming_normal
+from jaxlearn.optim import one_cycle
+from jaxlearn.vision import get_model
 
 
 def machine() -> str:
@@ -271,7 +270,7 @@ def main() -> None:
     dls = fashion_mnist_loaders(args.bs, n_train=args.n_train)
     on_cpu = jax.devices()[0].platform == "cpu"
     # The Learner's CPU default is one step per call (XLA's own conv gradients are far slower inside a loop;
-    # jaxlearn.conv's are not); accelerators are dispatch-bound and want a whole epoch per call.
+    # jaxlearn.nn.conv's are not); accelerators are dispatch-bound and want a whole epoch per call.
     k = args.steps_per_call or (10 if on_cpu else dls.train.n_batches)
     desc = machine()
     has_torch = importlib.util.find_spec("torch") is not None

@@ -32,7 +32,7 @@ Also printed: CPU-microseconds per step of each (process CPU time, all threads) 
 less than the wall-clock ratio when other jobs share the machine.
 
 Prints steps/s of each, the JAX compile time, both final validation losses (running BatchNorm statistics, as
-the lecture's split_loss) and, last, exactly ``ratio <jax steps/s / torch steps/s>``. Appends (or updates the
+the lecture's split_loss('val')) and, last, exactly ``ratio <jax steps/s / torch steps/s>``. Appends (or updates the
 row of the same machine, device and steps) a table in ``--results`` (benchmarks/results/makemore_speed.md).
 """
 
@@ -52,6 +52,8 @@ import numpy as np
 
 from jaxlearn import data
 from jaxlearn import makemore as mm
+from jaxlearn.data import ArrayDataset
+from jaxlearn.nn import calibrate_batchnorm
 
 RUNG = mm.LADDER[4]  # the one-hidden-layer BatchNorm MLP (rungs 4 and 5 share it)
 
@@ -95,12 +97,14 @@ class JaxRun:
         self.steps += steps
 
     def result(self):
-        model, v = RUNG.model, mm.variables_of(self.learn)
+        valid = ArrayDataset(*self.splits["valid"], 8192)
+        running = self.learn.evaluate(valid)["loss"]  # eval mode: the running BatchNorm statistics
+        calibrated = calibrate_batchnorm(RUNG.model, mm.variables_of(self.learn), [self.splits["train"][0]],
+                                         train=False)
+        self.learn.replace_state(model_state={"batch_stats": calibrated["batch_stats"]})
         return {"steps_per_s": self.steps / self.run_s, "run_s": self.run_s, "compile_s": self.compile_s,
                 "cpu_us_per_step": self.cpu_s / self.steps * 1e6,
-                "val": mm.split_loss(model, v, *self.splits["valid"]),
-                "val_calibrated": mm.split_loss(model, mm.calibrate(model, v, self.splits["train"][0]),
-                                                *self.splits["valid"])}
+                "val": running, "val_calibrated": self.learn.evaluate(valid)["loss"]}
 
 
 class TorchRun:

@@ -37,10 +37,14 @@ import jax
 import numpy as np
 import optax
 
-from jaxlearn import metrics, optim, rnn, runs, schedules, text
+from jaxlearn import metrics, optim, text
 from jaxlearn.callbacks import MetricsCB, ParamSchedulerCB, ProgressCB
 from jaxlearn.data import ArrayDataset, DataLoaders
 from jaxlearn.learner import Learner
+from jaxlearn.losses import cross_entropy
+from jaxlearn.optim import schedules
+
+import runs
 
 PREFIX = "For thos"  # lesson 7 samples after 'for thos' (its vocabulary is lowercase); lesson 6's keeps capitals
 SAMPLE_CHARS = 300
@@ -88,7 +92,7 @@ def stateful(cell: str, n_hidden: int = 256, n_layers: int = 1, dropout: float =
              ) -> Callable[[int], nn.Module]:
     """A StatefulCharRnn; ``unroll`` is speed only: the whole window, as measured faster on a 2-core CPU (the RNN
     and GRU rungs 26 → 19 s and 61 → 41 s; the LSTMs 13–16% per step)."""
-    return lambda vocab: rnn.StatefulCharRnn(vocab, cell, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
+    return lambda vocab: text.StatefulCharRnn(vocab, cell, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
                                              unroll=unroll)
 
 
@@ -101,7 +105,7 @@ def stateful(cell: str, n_hidden: int = 256, n_layers: int = 1, dropout: float =
 # kept falling while the validation loss flattened near 1.31: on 480k training characters the limit here is
 # overfitting, not steps. On lesson 7's own vocabulary (lowercase, 56 tokens), which its 1.25 was measured on,
 # this default reaches **1.294** (560–600 s). The whole 16-step window unrolled, a step takes 71 ms against 84
-# (rnn.fusion_fence made unrolling pay: before it, unrolled was 13% slower).
+# (text.fusion_fence made unrolling pay: before it, unrolled was 13% slower).
 LSTM_DEFAULT = Rung("lstm", "LSTM (stateful, 2 × 384, dropout 0.5, bptt 16, wd 0.1, SGDR)", "stateful", 16, 64,
                     stateful("lstm", 384, 2, 0.5, unroll=16), 3e-3, (Phase(15, "sgdr"),), 1.25,
                     "1.31 → 1.25 (2 × 512, dropout 0.5, 2+15+63 epochs)", weight_decay=0.1, vocab="lesson7")
@@ -112,17 +116,17 @@ LSTM_FULL = Rung("lstm", "LSTM (stateful, 2 × 512, dropout 0.5, SGDR)", "statef
 
 LADDER: tuple[Rung, ...] = (
     Rung("char3", "Char3Model (3 chars → 4th)", "windows", 3, 512,
-         lambda v: rnn.Char3Model(v), 1e-3, (Phase(4, "drop"),), None, "no number given"),
+         lambda v: text.Char3Model(v), 1e-3, (Phase(4, "drop"),), None, "no number given"),
     Rung("loop_add", "CharLoopModel, input added to h", "overlapping", 8, 512,
-         lambda v: rnn.CharLoopModel(v), 1e-3, (Phase(2, "drop"),), 1.72, "1.72"),
+         lambda v: text.CharLoopModel(v), 1e-3, (Phase(2, "drop"),), 1.72, "1.72"),
     Rung("loop_concat", "CharLoopModel, input concatenated", "overlapping", 8, 512,
-         lambda v: rnn.CharLoopModel(v, concat=True), 1e-3, (Phase(2, "drop"),), 1.66, "1.66"),
+         lambda v: text.CharLoopModel(v, concat=True), 1e-3, (Phase(2, "drop"),), 1.66, "1.66"),
     Rung("rnn", "CharRnn (flax nn.RNN, last output)", "overlapping", 8, 512,
-         lambda v: rnn.CharRnn(v), 1e-3, (Phase(2, "drop"),), 1.5, "≈1.5 (4 epochs @1e-3 + 2 @1e-4)"),
+         lambda v: text.CharRnn(v), 1e-3, (Phase(2, "drop"),), 1.5, "≈1.5 (4 epochs @1e-3 + 2 @1e-4)"),
     Rung("seq_rnn", "CharSeqRnn (output at every step)", "sequences", 8, 512,
-         lambda v: rnn.CharSeqRnn(v), 1e-3, (Phase(8, "drop"),), None, "no number given"),
+         lambda v: text.CharSeqRnn(v), 1e-3, (Phase(8, "drop"),), None, "no number given"),
     Rung("seq_rnn_identity", "CharSeqRnn, identity init, lr 1e-2", "sequences", 8, 512,
-         lambda v: rnn.CharSeqRnn(v, identity_init=True), 1e-2, (Phase(8, "drop"),), 1.50,
+         lambda v: text.CharSeqRnn(v, identity_init=True), 1e-2, (Phase(8, "drop"),), 1.50,
          "1.61 → 1.51 → 1.50 (ASR'd '0.61 → 0.51 → 0.50')"),
     Rung("stateful_rnn", "stateful RNN (BPTT 8, 64 streams, SGDR)", "stateful", 8, 64, stateful("rnn", unroll=8),
          1e-3, (Phase(7, "sgdr"),), 1.54, "1.54", vocab="lesson7"),
@@ -185,7 +189,7 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
     phases = (Phase(args.epochs, rung.phases[-1].schedule),) if args.epochs else rung.phases
     model = rung.model(len(dls.info["vocab"]))
     # Every step of an epoch in one compiled call: an RNN step is tiny, so the per-call overhead dominates.
-    learn = Learner(model, dls, loss_fn=rnn.sequence_cross_entropy,
+    learn = Learner(model, dls, loss_fn=cross_entropy,
                     optimizer=partial(torch_adam, weight_decay=rung.weight_decay), lr=lr,
                     metrics=[metrics.accuracy], seed=args.seed, steps_per_call=dls.train.n_batches)
     init_loss = learn.evaluate()["loss"]
@@ -217,35 +221,11 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
 def samples_of(rung: Rung, learn: Learner, vocab: text.CharVocab, seed: int) -> dict[str, str]:
     temperatures = (TEMPERATURE, *LSTM_TEMPERATURES) if rung.name == "lstm" else (TEMPERATURE,)
     variables = {"params": learn.state.params}
-    return {f"{t:g}": rnn.sample_text(learn.model, variables, vocab, PREFIX, SAMPLE_CHARS, temperature=t,
+    return {f"{t:g}": text.sample_text(learn.model, variables, vocab, PREFIX, SAMPLE_CHARS, temperature=t,
                                       seed=seed) for t in temperatures}
 
 
 # ------------------------------------------------------------------------------------------ diagnostics
-
-@partial(jax.jit, static_argnames="model")
-def next_carry(model: rnn.StatefulCharRnn, variables: dict, x: jax.Array):
-    """The hidden state after the batch ``x``, from the one in ``variables`` (eval mode)."""
-    return model.apply(variables, x, mutable=[rnn.CARRY])[1][rnn.CARRY]["h"]
-
-
-def diagnose(model: rnn.StatefulCharRnn, params: dict, ds: ArrayDataset) -> dict:
-    """Mean ‖∂L/∂h_t‖ (per layer, per step of the window) and gate saturation over consecutive validation
-    batches, the hidden state carried from one to the next as in training (after a few warm-up batches: a
-    zero state is not what the model usually sees)."""
-    bs = ds.batch_size
-    h = model.zero_state(bs)
-    norms, saturation = [], []
-    for i in range(min(DIAG_WARMUP + DIAG_BATCHES, ds.n_batches)):
-        x, y = ds.x[i * bs:(i + 1) * bs], ds.y[i * bs:(i + 1) * bs]
-        variables = {"params": params, rnn.CARRY: {"h": h}}
-        if i >= DIAG_WARMUP or ds.n_batches <= DIAG_WARMUP:  # a tiny (--quick) set: measure every batch
-            norms.append(rnn.hidden_grad_norms(model, variables, x, y))
-            saturation.append(rnn.gate_saturation(model, variables, x))
-        h = next_carry(model, variables, x)
-    return {"grad_norms": np.mean(jax.device_get(norms), axis=0).tolist(),
-            "gate_saturation": {k: float(np.mean([s[k] for s in saturation])) for k in saturation[0]}}
-
 
 def plot_diagnostics(diagnostics: dict[str, dict], out: Path) -> None:
     import matplotlib.pyplot as plt
@@ -328,7 +308,7 @@ def write_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]]
         "",
         f"{SAMPLE_CHARS} characters after `{PREFIX}` (`{PREFIX.lower()}` in lesson 7's lowercase vocabulary), "
         f"temperature {TEMPERATURE} unless said "
-        f"(`jaxlearn.rnn.sample_text`; the window models slide over their last 3 or 8 characters).",
+        f"(`jaxlearn.text.sample_text`; the window models slide over their last 3 or 8 characters).",
         "",
     ]
     for r in rows:
@@ -341,7 +321,7 @@ def write_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]]
             "",
             f"Averaged over {DIAG_BATCHES} consecutive validation batches after {DIAG_WARMUP} warm-up ones "
             "(hidden state carried), for each stateful model trained (solid) and at init (dashed). "
-            "‖∂L/∂h_t‖ (`rnn.hidden_grad_norms`) includes every path through the later steps: h_t serves the "
+            "‖∂L/∂h_t‖ (`text.hidden_grad_norms`) includes every path through the later steps: h_t serves the "
             "outputs of steps t … T−1 (T = the model's bptt window), so a gradient that survives the recurrence "
             "grows towards t = 0.",
             "",
@@ -372,8 +352,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         samples[rung.name] = samples_of(rung, learn, dls.info["vocab"], args.seed)
         if rung.name in DIAGNOSED:
             init_params = learn.model.init(jax.random.key(args.seed), dls.train.x[:2])["params"]  # a fresh init
-            diagnostics[DIAGNOSED[rung.name]] = {"trained": diagnose(learn.model, learn.state.params, dls.valid),
-                                                 "init": diagnose(learn.model, init_params, dls.valid)}
+            diagnostics[DIAGNOSED[rung.name]] = {
+                when: text.carried_diagnostics(learn.model, params, dls.valid, DIAG_BATCHES, DIAG_WARMUP)
+                for when, params in (("trained", learn.state.params), ("init", init_params))}
         runs.write_json(out / "results.json", rows)  # after every rung: a long run shows its progress
     total = time.perf_counter() - t0
     runs.write_json(out / "samples.json", samples)

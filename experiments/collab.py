@@ -47,13 +47,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from jaxlearn import metrics, optim, runs, schedules
+from jaxlearn import metrics, optim
+from jaxlearn.optim import schedules
 from jaxlearn.callbacks import MetricsCB, ParamSchedulerCB, lr_find
-from jaxlearn.collab import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel
+from jaxlearn.callbacks.plots import save
+from jaxlearn.collab import (EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel, collab_loaders,
+                             tabular_loaders)
 from jaxlearn.data import DataLoaders
 from jaxlearn.learner import Learner
-from jaxlearn.movielens import collab_loaders, tabular_loaders
-from jaxlearn.plots import save
+
+import runs
 
 SMALL, ML100K = "ml-latest-small", "ml-100k"
 Y_RANGE = (0.0, 5.5)  # a little beyond the 0.5-5 stars, so that the sigmoid can reach the extreme ratings

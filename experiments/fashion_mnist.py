@@ -17,20 +17,16 @@ import argparse
 import time
 from functools import partial
 
-from jaxlearn import runs
 from jaxlearn.callbacks import BatchTransformCB, MetricsCB, ParamSchedulerCB, ProgressCB
-from jaxlearn.data import fashion_mnist_loaders, normalize
-from jaxlearn.init import kaiming_normal
-from jaxlearn.layers import GeneralRelu
+from jaxlearn.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist_loaders, normalize
 from jaxlearn.learner import Learner
-from jaxlearn.models import get_model
-from jaxlearn.norms import BatchNorm
-from jaxlearn.optim import momentum
-from jaxlearn.schedules import one_cycle
+from jaxlearn.nn import BatchNorm, GeneralRelu, kaiming_normal
+from jaxlearn.optim import momentum, one_cycle
+from jaxlearn.vision import get_model
+
+import runs
 
 LESSON_ACCURACY = 0.899  # lesson 17: BatchNorm, bs 256, 3 epochs at lr 0.2 then one more at a lower lr
-INPUT_MEAN, INPUT_STD = 0.28, 0.35  # Fashion-MNIST pixel statistics quoted in lesson 17
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = runs.experiment_parser("fashion_mnist", __doc__.splitlines()[0], epochs=3, bs=256, lr=0.2, seed=0,
@@ -49,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = MetricsCB()
     # Heavy-ball momentum 0.9 (= torch/optax SGD momentum), lr on fastai's one-cycle over the whole fit.
     learn = Learner(model, dls, optimizer=partial(momentum, beta=0.9, lerp=False), lr=args.lr, seed=args.seed,
-                    callbacks=[metrics, BatchTransformCB(normalize(INPUT_MEAN, INPUT_STD)),
+                    callbacks=[metrics, BatchTransformCB(normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)),
                                ParamSchedulerCB("learning_rate", lambda n: one_cycle(args.lr, n))])
     t0 = time.perf_counter()
     learn.fit(args.epochs, callbacks=[ProgressCB(plot_path=args.out / "loss.png")])

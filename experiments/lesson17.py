@@ -16,7 +16,7 @@ rung changes one thing:
 3. ``input_norm``   + input normalization ``(x - 0.28) / 0.35`` (``BatchTransformCB``);
 4. ``general_relu`` + ``GeneralRelu(leak=0.1, sub=0.4)`` with the matching leaky Kaiming init;
 5. ``lsuv``         LSUV (on one normalized batch of 1024) instead of Kaiming;
-6. ``layernorm``    + LayerNorm (from scratch, ``jaxlearn.norms``);
+6. ``layernorm``    + LayerNorm (from scratch, ``jaxlearn.nn.norms``);
 7. ``batchnorm``    + BatchNorm, batch size 256: 3 epochs at lr 0.2, then (as the lesson, with a new Learner, i.e. a
                     fresh optimizer) 2 more at lr 0.05 — two rows, ``batchnorm`` and ``batchnorm_5ep``;
 8. ``beyond``       past the lesson with the same plain CNN: AdamW + one-cycle (fastai's follow-up), 5 epochs.
@@ -48,17 +48,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn import optim, runs, schedules
+from jaxlearn import optim
+from jaxlearn.optim import schedules
+from jaxlearn.callback import Callback
 from jaxlearn.callbacks import ActivationStats, BatchTransformCB, MetricsCB, ParamSchedulerCB, lr_find
-from jaxlearn.data import DataLoaders, fashion_mnist, normalize
-from jaxlearn.init import kaiming_normal, lsuv, torch_default
-from jaxlearn.layers import GeneralRelu
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.models import get_model
-from jaxlearn.norms import BatchNorm, LayerNorm
-from jaxlearn.plots import plot_losses
+from jaxlearn.callbacks.plots import plot_losses
+from jaxlearn.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataLoaders, fashion_mnist, normalize
+from jaxlearn.learner import Learner
+from jaxlearn.nn import BatchNorm, GeneralRelu, LayerNorm, kaiming_normal, lsuv, torch_default
+from jaxlearn.vision import get_model
 
-INPUT_MEAN, INPUT_STD = 0.28, 0.35  # Fashion-MNIST pixel statistics quoted in lesson 17
+import runs
+
 MOMENTUM = 0.85                     # miniai MomentumLearner's default
 LESSON_NFS = (1, 8, 16, 32, 64)
 
@@ -111,10 +112,10 @@ LADDER: list[Rung] = [
          [Stage(3, row="lsuv", lesson_accuracy=0.86, lesson="86%")], init="lsuv"),
     Rung("layernorm", "+ LayerNorm (scalar scale/shift) after each conv; Kaiming a=0.1",
          [Stage(3, row="layernorm", lesson_accuracy=0.873, lesson="87.3%")], norm=LayerNorm),
-    Rung("batchnorm", "BatchNorm (jaxlearn.norms, mom 0.1), bs 256, lr 0.2 for 3 epochs, then 2 more at lr 0.05 "
+    Rung("batchnorm", "BatchNorm (jaxlearn.nn.norms, mom 0.1), bs 256, lr 0.2 for 3 epochs, then 2 more at lr 0.05 "
          "with a fresh optimizer (the lesson's new MomentumLearner)",
          [Stage(3, row="batchnorm", lesson_accuracy=0.878, lesson="87.8%",
-                notes="+ BatchNorm (jaxlearn.norms, mom 0.1) after each conv, bs 256, 3 epochs at lr 0.2"),
+                notes="+ BatchNorm (jaxlearn.nn.norms, mom 0.1) after each conv, bs 256, 3 epochs at lr 0.2"),
           Stage(2, lr=0.05, row="batchnorm_5ep", lesson_accuracy=0.899, lesson="89.9%", fresh_optimizer=True,
                 notes="the same model, 2 more epochs at lr 0.05 with a fresh optimizer (the lesson's new "
                       "MomentumLearner)")],
@@ -138,7 +139,7 @@ class LossRecorder(Callback):
 
     def after_batch(self, learn: Learner) -> None:
         if learn.training:
-            self.chunks.append(learn.loss)
+            self.chunks.append(learn.losses)
 
     @property
     def losses(self) -> np.ndarray:
@@ -179,7 +180,8 @@ def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, 
     dls = DataLoaders.from_arrays((x, y), test, min(rung.bs, len(x)), seed=seed)
     model = get_model(rung.act, rung.nfs, norm=rung.norm, kernel_init=kernel_init_for(rung))
     metrics, astats, losses = MetricsCB(), ActivationStats(GeneralRelu), LossRecorder()
-    cbs = [metrics] + ([BatchTransformCB(normalize(INPUT_MEAN, INPUT_STD))] if rung.normalize_input else [])
+    normalizer = BatchTransformCB(normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD))
+    cbs = [metrics] + ([normalizer] if rung.normalize_input else [])
     learn = Learner(model, dls, optimizer=rung.optimizer, lr=rung.lr, seed=seed, callbacks=cbs,
                     steps_per_call=steps_per_call)
     prefix = out / rung.name
@@ -187,7 +189,7 @@ def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, 
     extra: dict = {}
     if rung.init == "lsuv":
         xb = dls.train.transform(dls.train.x[:min(1024, len(dls.train))])
-        xb = normalize(INPUT_MEAN, INPUT_STD)(xb) if rung.normalize_input else xb
+        xb = normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)(xb) if rung.normalize_input else xb
         new = lsuv(model, learn.state.variables(), xb, train=False)
         learn.state = learn.state.replace(params=new["params"])
     if rung.lr_find:
@@ -225,7 +227,7 @@ def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, 
     seconds = time.perf_counter() - t0
     stats = concat_stats(stats_parts)
     astats_files = {}
-    from jaxlearn.plots import color_dim, dead_chart, plot_stats
+    from jaxlearn.callbacks.plots import color_dim, dead_chart, plot_stats
     for kind, fn in (("stats", plot_stats), ("color_dim", color_dim), ("dead", dead_chart)):
         fn(stats, path=f"{prefix}_{kind}.png")
         astats_files[kind] = f"{rung.name}_{kind}.png"

@@ -28,10 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxlearn import data, runs
+from jaxlearn import data
 from jaxlearn import makemore as mm
+from jaxlearn.data import ArrayDataset
+from jaxlearn.nn import calibrate_batchnorm
+
+import runs
 
 TOLERANCE = 0.02
+EVAL_BATCH = 8192  # examples per step when scoring a whole split
 DIVERGED_HINT = "the lecture's SGD (lr 0.1, then 0.01) should not diverge: check the rung's initialization"
 
 # (file stem, title, model, lr, what the lecture says[, steps]) — the linear sandwiches are a look at init only
@@ -56,9 +61,8 @@ DEEP_CONFIGS = [
 
 
 def run_ladder(splits, steps: int, seed: int, out: Path):
-    Xtr, Ytr = splits["train"]
-    Xva, Yva = splits["valid"]
-    Xte, Yte = splits["test"]
+    # whole splits, scored in eval mode (BatchNorm with its running statistics) by learn.evaluate
+    scored = {name: ArrayDataset(*splits[name], EVAL_BATCH) for name in ("train", "valid", "test")}
     rows, curves, trained = [], {}, {}
     # the lecture's batches of 32 drawn with replacement, 10,000 steps per epoch (and per compiled call)
     dls = data.names_loaders(32, batches_per_epoch=math.gcd(steps, 10_000))
@@ -67,8 +71,9 @@ def run_ladder(splits, steps: int, seed: int, out: Path):
     for i, rung in enumerate(mm.LADDER):
         model = rung.model
         if rung.calibrated:  # the same trained BatchNorm model, scored with calibrated statistics
-            variables, losses, seconds = trained[model]
-            variables = mm.calibrate(model, variables, Xtr)
+            learn, variables, losses, seconds = trained[model]
+            calibrated = calibrate_batchnorm(model, variables, [scored["train"].x], train=False)
+            learn.replace_state(model_state={**learn.state.model_state, "batch_stats": calibrated["batch_stats"]})
         else:
             t0 = time.perf_counter()
             learn = mm.lecture_learner(model, dls, seed=seed)
@@ -76,15 +81,16 @@ def run_ladder(splits, steps: int, seed: int, out: Path):
             seconds = time.perf_counter() - t0
             runs.check_finite(losses, f"the training loss of rung {rung.name!r}", hint=DIVERGED_HINT)
             variables = mm.variables_of(learn)
-            trained[model] = (variables, losses, seconds)
+            trained[model] = (learn, variables, losses, seconds)
             curves[rung.name] = losses
+        loss = {name: learn.evaluate(ds)["loss"] for name, ds in scored.items()}
         row = {
             "rung": rung.name,
-            "train_loss": mm.split_loss(model, variables, Xtr, Ytr),
-            "val_loss": mm.split_loss(model, variables, Xva, Yva),
+            "train_loss": loss["train"],
+            "val_loss": loss["valid"],
             "lecture_train": rung.lecture_train,
             "lecture_val": rung.lecture_val,
-            "test_loss": mm.split_loss(model, variables, Xte, Yte),
+            "test_loss": loss["test"],
             "init_loss": float(losses[0]),
             "lecture_init_loss": rung.lecture_init_loss,
             "expected_init_loss": mm.EXPECTED_INIT_LOSS,
@@ -101,7 +107,7 @@ def run_ladder(splits, steps: int, seed: int, out: Path):
               f"{'ok' if row['within_tolerance'] else 'MISS'} ({row['train_seconds']:.1f} s)", flush=True)
     print(f"expected initial loss -ln(1/27) = {mm.EXPECTED_INIT_LOSS:.4f}")
     bn_model = mm.LADDER[-1].model
-    samples = mm.sample(bn_model, trained[bn_model][0], splits["vocab"], n=20, seed=seed + 10)
+    samples = mm.sample(bn_model, trained[bn_model][1], splits["vocab"], n=20, seed=seed + 10)
     print("samples (BatchNorm MLP):", " ".join(samples))
     plot_ladder(curves, out / "ladder_loss.png")
     return rows, samples

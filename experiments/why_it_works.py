@@ -39,15 +39,15 @@ import numpy as np
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from jaxlearn import runs
 from jaxlearn.callbacks import BatchTransformCB
-from jaxlearn.data import FASHION_MNIST_ENV, DataLoaders, fashion_mnist, normalize
-from jaxlearn.evaluation import accuracy_ci_halfwidth, format_accuracy
+from jaxlearn.data import (FASHION_MNIST_ENV, FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataLoaders, fashion_mnist,
+                           normalize)
 from jaxlearn.learner import Learner
-from jaxlearn.step import copy_state
+from jaxlearn.metrics import accuracy_ci_halfwidth, format_accuracy
 from jaxlearn.optim import adam, adamw
+from jaxlearn.trees import copy_state
 
-INPUT_MEAN, INPUT_STD = 0.28, 0.35
+import runs
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -99,7 +99,7 @@ def learner(model, train, valid, bs, lr, optimizer=adam, seed=0, steps_per_call=
     dls = DataLoaders.from_arrays(train, valid, bs, seed=seed)
     spc = steps_per_call or dls.train.n_batches  # one compiled call per epoch: small models, little dispatch
     return Learner(model, dls, optimizer=optimizer, lr=lr, seed=seed, steps_per_call=spc,
-                   callbacks=[BatchTransformCB(normalize(INPUT_MEAN, INPUT_STD))], **kw)
+                   callbacks=[BatchTransformCB(normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD))], **kw)
 
 
 def test_accuracy(learn: Learner, d: Data) -> float:

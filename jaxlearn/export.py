@@ -36,9 +36,10 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxlearn import __version__
+from jaxlearn.callback import LearnerLike
+from jaxlearn.calls import callbacks_transform
 from jaxlearn.data import check_like
-from jaxlearn.learner import Learner, patch
-from jaxlearn.step import TrainState, callbacks_transform, make_predict, predict_in_batches, takes_train_flag
+from jaxlearn.step import TrainState, make_predict, predict_in_batches, takes_train_flag
 
 __all__ = ["export", "load_learner", "InferenceLearner", "NotExported"]
 
@@ -103,7 +104,7 @@ class InferenceLearner:
         return out[0] if single else out
 
 
-def _pickled_pipeline(learn: Learner) -> bytes:
+def _pickled_pipeline(learn: LearnerLike) -> bytes:
     ds = learn.dls.train
     payload = dict(
         model=learn.model, transform=learn.dls.valid.transform,
@@ -127,14 +128,13 @@ def _check_inference_runs(pipeline: bytes, variables: dict) -> None:
         raise ValueError(f"cannot export this Learner: inference needs {e}") from e
 
 
-@patch
-def export(self: Learner, path: str | Path) -> Path:
-    """fastai's ``learn.export``: write what :func:`load_learner` needs to predict to the folder ``path``
-    (replaced if it exists): model definition and input pipeline (pickle), params and model state (orbax), and
-    ``export.json``. Returns the folder."""
+def export(learn: LearnerLike, path: str | Path) -> Path:
+    """fastai's ``learn.export`` (the Learner's method calls this): write what :func:`load_learner` needs to
+    predict to the folder ``path`` (replaced if it exists): model definition and input pipeline (pickle), params
+    and model state (orbax), and ``export.json``. Returns the folder."""
     path = Path(path).absolute()
-    variables = jax.device_get({"params": self.state.params, "model_state": self.state.model_state})
-    pipeline = _pickled_pipeline(self)
+    variables = jax.device_get({"params": learn.state.params, "model_state": learn.state.model_state})
+    pipeline = _pickled_pipeline(learn)
     _check_inference_runs(pipeline, variables)
     if path.exists():
         shutil.rmtree(path)
@@ -145,10 +145,10 @@ def export(self: Learner, path: str | Path) -> Path:
         checkpointer.wait_until_finished()
     describe = lambda a: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}  # noqa: E731
     meta = dict(format=FORMAT, jaxlearn=__version__,
-                model=f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-                inputs=[describe(a) for a in jax.tree.leaves(self.dls.train.x)],
-                classes=self.dls.info.get("classes"),
-                compute_dtype=None if self.compute_dtype is None else jnp.dtype(self.compute_dtype).name)
+                model=f"{type(learn.model).__module__}.{type(learn.model).__qualname__}",
+                inputs=[describe(a) for a in jax.tree.leaves(learn.dls.train.x)],
+                classes=learn.dls.info.get("classes"),
+                compute_dtype=None if learn.compute_dtype is None else jnp.dtype(learn.compute_dtype).name)
     (path / META_FILE).write_text(json.dumps(meta, indent=1))
     return path
 

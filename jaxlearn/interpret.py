@@ -2,62 +2,65 @@
 ``ClassificationInterpretation`` (confusion matrix, most confused classes, top losses).
 
 Every prediction comes from the Learner's compiled predict (``learn.predict``); the rest is NumPy on the host.
+The Learner's ``summary`` and ``show_results`` methods call the functions here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matplotlib.figure import Figure
 
+from jaxlearn.callback import LearnerLike
 from jaxlearn.data import ArrayDataset
-from jaxlearn.learner import Learner, patch
-from jaxlearn.step import per_example_loss
+from jaxlearn.losses import per_example_loss
+
+if TYPE_CHECKING:  # matplotlib is imported when something is drawn
+    from matplotlib.figure import Figure
 
 __all__ = ["ClassificationInterpretation", "summary", "show_results"]
 
 
-def _sample_inputs(learn: Learner, n: int = 2):
+def _sample_inputs(learn: LearnerLike, n: int = 2):
     """``n`` training inputs as the model sees them (the dataset's transform, then the evaluation transforms)."""
     ds = learn.dls.train
     x = ds.transform(jax.tree.map(lambda a: a[:n], ds.x))
     return learn.batch_transform()(x, False, jax.random.key(0))
 
 
-@patch
-def summary(self: Learner, print_fn=print) -> str:
+def summary(learn: LearnerLike, print_fn: Callable[[str], Any] | None = print) -> str:
     """fastai's ``learn.summary()``: each layer's output shape and parameter count (``flax.linen.tabulate``
     on two training examples; flax's total also counts BatchNorm statistics), then the number of trainable
     parameters. Printed and returned."""
-    kwargs = {"train": False} if self.state.takes_train else {}
-    table = nn.tabulate(self.model, {"params": jax.random.key(0), "dropout": jax.random.key(0)},
-                        console_kwargs={"width": 120, "color_system": None})(_sample_inputs(self), **kwargs)
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.state.params))
+    kwargs = {"train": False} if learn.state.takes_train else {}
+    table = nn.tabulate(learn.model, {"params": jax.random.key(0), "dropout": jax.random.key(0)},
+                        console_kwargs={"width": 120, "color_system": None})(_sample_inputs(learn), **kwargs)
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(learn.state.params))
     text = f"{table}\nTrainable parameters: {n_params:,}\n"
     if print_fn is not None:
         print_fn(text)
     return text
 
 
-def _labels(learn: Learner, n_classes: int) -> list[str]:
+def _labels(learn: LearnerLike, n_classes: int) -> list[str]:
     return list(learn.dls.info.get("classes") or [str(i) for i in range(n_classes)])
 
 
-@patch
-def show_results(self: Learner, n: int = 9, ds: ArrayDataset | None = None,
+def show_results(learn: LearnerLike, n: int = 9, ds: ArrayDataset | None = None,
                  path: str | Path | None = None) -> Figure:
     """fastai's ``learn.show_results()``: the first ``n`` validation images titled ``predicted / true``
     (``dls.info['classes']`` names when present; green when right, red when wrong)."""
-    ds = ds or self.dls.valid
+    ds = ds or learn.dls.valid
     x, y = np.asarray(ds.x[:n]), np.asarray(ds.y[:n])
-    out = self.predict(x)
-    pred, labels = out.argmax(-1), _labels(self, out.shape[-1])
-    from jaxlearn.plots import show_images
+    out = learn.predict(x)
+    pred, labels = out.argmax(-1), _labels(learn, out.shape[-1])
+    from jaxlearn.callbacks.plots import show_images
     return show_images(x, [f"{labels[p]} / {labels[t]}" for p, t in zip(pred, y)],
                        ["g" if p == t else "r" for p, t in zip(pred, y)], title="predicted / true", path=path)
 
@@ -76,7 +79,7 @@ class ClassificationInterpretation:
     classes: list[str]
 
     @classmethod
-    def from_learner(cls, learn: Learner, ds: ArrayDataset | None = None) -> "ClassificationInterpretation":
+    def from_learner(cls, learn: LearnerLike, ds: ArrayDataset | None = None) -> "ClassificationInterpretation":
         """Predict ``ds`` (default: the validation set) with ``learn.predict`` and keep what interpretation needs."""
         ds = ds or learn.dls.valid
         x, y = jax.device_get((ds.x, ds.y))
@@ -109,7 +112,7 @@ class ClassificationInterpretation:
     def plot_confusion_matrix(self, normalize: bool = False, path: str | Path | None = None) -> Figure:
         """The confusion matrix as an image with its counts (or row fractions with ``normalize``)."""
         import matplotlib.pyplot as plt
-        from jaxlearn.plots import save
+        from jaxlearn.callbacks.plots import save
         cm = self.confusion_matrix().astype(np.float64)
         if normalize:
             cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -127,7 +130,7 @@ class ClassificationInterpretation:
     def plot_top_losses(self, k: int = 9, path: str | Path | None = None) -> Figure:
         """The ``k`` worst-predicted images titled ``predicted / actual / loss / probability of the
         prediction``, as fastai's ``plot_top_losses``."""
-        from jaxlearn.plots import show_images
+        from jaxlearn.callbacks.plots import show_images
         losses, idx = self.top_losses(k)
         titles = [f"{self.classes[self.decoded[i]]} / {self.classes[self.targets[i]]}\n"
                   f"{loss:.2f} / {self.probs[i].max():.2f}" for loss, i in zip(losses, idx)]

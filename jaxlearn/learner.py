@@ -1,10 +1,11 @@
 """The Learner: miniai's host loop around the compiled calls of :mod:`jaxlearn.step`.
 
 Epochs, ordered callbacks (sorted once per fit) with miniai's cancel exceptions, ``fit`` / ``evaluate`` /
-``predict``. Callbacks declare what they need from the compiled step — ``in_step`` hooks and ``capture``
-filters (statistics reduced on the device), ``batch_transform`` (normalization, augmentation),
-``hyper_schedules`` (hyperparameters set from the step counter) — and the Learner compiles once for them.
-The batch loop only launches the compiled call: metrics, schedules and statistics live inside it.
+``predict``, and fastai's shortcuts as thin methods (``fit_one_cycle``, ``lr_find``, ``summary``,
+``show_results``, ``export``) that import the module owning each idea when called. Callbacks
+(:mod:`jaxlearn.callback`) declare what they need from the compiled step and the Learner compiles once for
+them (:mod:`jaxlearn.calls`). The batch loop only launches the compiled call: metrics, schedules and
+statistics live inside it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -20,38 +22,13 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from jaxlearn import metrics as M, sharding, step as S
+from jaxlearn import calls, metrics as M, prepare, sharding, step as S
+from jaxlearn.callback import CancelBatchException, CancelEpochException, CancelFitException, Callback
+from jaxlearn.checks import check_positive, check_positive_int, check_seed
 from jaxlearn.data import ArrayDataset, DataLoaders, check_compatible, check_like, shuffle_key
-from jaxlearn.optim import check_positive, get_hyperparam, make_optimizer, set_hyperparams
-
-
-class CancelFitException(Exception):
-    """Raised by a callback to stop the fit; ``after_cancel_fit`` and ``cleanup_fit`` still run."""
-
-
-class CancelEpochException(Exception):
-    """Raised by a callback to skip the rest of the current epoch (training or validation pass)."""
-
-
-class CancelBatchException(Exception):
-    """Raised by a callback (``before_batch``) to skip the current batch."""
-
-
-class Callback:
-    """Base class: override any of ``before_/after_/after_cancel_/cleanup_`` + ``fit/epoch/batch``.
-
-    Inside the compiled step: ``capture`` (a module filter for the intermediates collection) and
-    ``in_step(ctx) -> small arrays`` (stacked over the call's steps in ``learn.step_outputs[self]``);
-    ``batch_transform(x, training, key)``; ``hyper_schedules(total_steps) -> {name: schedule(step)}``.
-    ``signature`` says what such a callback puts into the trace: equal signatures share one compilation.
-    """
-    order: int = 0
-    capture: Callable[[nn.Module, str], bool] | None = None
-    perturb: bool = False  # in_step needs ctx.out_grads (gradients of the loss w.r.t. perturbed outputs)
-
-    @property
-    def signature(self) -> tuple:
-        return (type(self), id(self))  # unknown callbacks: compiled per instance
+from jaxlearn.losses import cross_entropy
+from jaxlearn.optim.hyperparams import get_hyperparam, make_optimizer, set_hyperparams
+from jaxlearn.trees import copy_state, distinct_buffers
 
 
 class Learner:
@@ -67,13 +44,14 @@ class Learner:
     XLA options of the compiled calls (``jax.jit``'s), e.g. ``makemore.CPU_COMPILER_OPTIONS``.
     """
 
-    def __init__(self, model: nn.Module, dls: DataLoaders, loss_fn: Callable = S.cross_entropy,
+    def __init__(self, model: nn.Module, dls: DataLoaders, loss_fn: Callable = cross_entropy,
                  optimizer: optax.GradientTransformation | Callable[..., optax.GradientTransformation] = optax.sgd,
                  callbacks: Iterable[Callback] = (), lr: float | None = None,
                  metrics: Sequence[M.Metric | Callable] | None = None, seed: int = 0,
                  steps_per_call: int | None = None, mesh: Mesh | bool | None = None, compute_dtype: Any = None,
                  compiler_options: Mapping[str, Any] | None = None):
-        _check_settings(seed, steps_per_call)
+        check_seed(seed)
+        check_positive_int("steps_per_call", steps_per_call, allow_none=True)
         self.model, self.dls, self.loss_fn, self.seed = model, dls, loss_fn, int(seed)
         self.compute_dtype, self.compiler_options = compute_dtype, dict(compiler_options or {})
         self.callbacks: list[Callback] = list(callbacks)
@@ -81,11 +59,11 @@ class Learner:
         self.mesh = sharding.resolve_mesh(mesh)
         check_compatible(dls.train, dls.valid)
         sharding.check_batch_divides(dls.train.batch_size, self.mesh)
-        state = S.init_state(model, make_optimizer(optimizer, lr), dls.train, self.seed, compute_dtype)
-        self.metrics = M.as_metrics(S.default_metrics(state, dls.train) if metrics is None else metrics)
-        S.check_loss_and_targets(state, dls, loss_fn)
+        state = prepare.init_state(model, make_optimizer(optimizer, lr), dls.train, self.seed, compute_dtype)
+        self.metrics = M.as_metrics(prepare.default_metrics(state, dls.train) if metrics is None else metrics)
+        prepare.check_loss_and_targets(state, dls, loss_fn)
         self.state = self._put(state)
-        self._carry0 = {bs: self._put(S.initial_carry(model, dls.train, bs, self.seed))
+        self._carry0 = {bs: self._put(prepare.initial_carry(model, dls.train, bs, self.seed))
                         for bs in {dls.train.batch_size, dls.valid.batch_size}}
         self.epochs_done = 0      # training epochs finished over all fits: seeds each epoch's shuffle
         self.fit_epochs_done = 0  # epochs finished in the current / last fit
@@ -94,12 +72,12 @@ class Learner:
 
     @property
     def state(self) -> S.TrainState:
-        """The train state; the next training call donates (reuses) its buffers (``step.copy_state`` keeps one)."""
+        """The train state; the next training call donates (reuses) its buffers (``trees.copy_state`` keeps one)."""
         return self._state
 
     @state.setter
     def state(self, state: S.TrainState) -> None:
-        self._state = S.distinct_buffers(state)  # a buffer in two leaves cannot be donated
+        self._state = distinct_buffers(state)  # a buffer in two leaves cannot be donated
 
     @property
     def n_devices(self) -> int:  # devices each batch is split over
@@ -125,14 +103,14 @@ class Learner:
         """Start the carried state (an RNN's hidden state) afresh; done at every epoch start."""
         bs = batch_size or self.dls.train.batch_size
         if bs in self._carry0 and self._carry0[bs]:
-            self.replace_state(model_state={**self.state.model_state, S.CARRY: S.copy_state(self._carry0[bs])})
+            self.replace_state(model_state={**self.state.model_state, S.CARRY: copy_state(self._carry0[bs])})
 
     @contextlib.contextmanager
     def trial(self, callbacks: Sequence[Callback] | None = None, steps_per_call: int | None = None):
         """Run trial fits and put everything back afterwards: state, epoch counter, callbacks (during the
         trial only the input transforms and ``callbacks`` take part unless given), ``steps_per_call``."""
         saved = self.state, self.epochs_done, self.callbacks, self.steps_per_call
-        self.state = S.copy_state(self.state)  # the trial's training calls use up a copy: the original stays
+        self.state = copy_state(self.state)  # the trial's training calls use up a copy: the original stays
         try:
             self.callbacks = [cb for cb in self.callbacks if hasattr(cb, "batch_transform")] \
                 if callbacks is None else list(callbacks)
@@ -142,16 +120,16 @@ class Learner:
             self.state, self.epochs_done, self.callbacks, self.steps_per_call = saved
 
     def batch_transform(self) -> S.Transform:  # the callbacks' input transforms in order, as one transform
-        return S.callbacks_transform(sorted(self.callbacks, key=attrgetter("order")))
+        return calls.callbacks_transform(sorted(self.callbacks, key=attrgetter("order")))
 
     @property
     def n_traces(self) -> int:  # times the compiled calls were traced (tests check it stays put)
-        return S.n_traces(self._compiled)
+        return calls.n_traces(self._compiled)
 
     def _compile(self, total_steps: int) -> None:
         self._cbs = sorted(self.callbacks, key=attrgetter("order"))
         jit_kwargs = {**sharding.replicated(self.mesh), "compiler_options": self.compiler_options}
-        self._train_call, self._eval_call, self._predict, self._hooked = S.compiled_calls(
+        self._train_call, self._eval_call, self._predict, self._hooked = calls.compiled_calls(
             self._compiled, self._cbs, total_steps, self.loss_fn, self.metrics, self.dls,
             sharding.batch_constraint(self.mesh), jit_kwargs, self.compute_dtype)
 
@@ -176,8 +154,7 @@ class Learner:
             callbacks: Iterable[Callback] = ()) -> None:
         """Train ``n_epochs`` (each followed by a validation pass); ``callbacks`` join for this fit only.
         A callback's ``resume_fit``, called first, may restore a state and move ``learn.epochs``' start."""
-        if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 1:
-            raise ValueError(f"n_epochs must be a positive integer, got {n_epochs!r}")
+        check_positive_int("n_epochs", n_epochs)
         if lr is not None:
             check_positive("lr", lr)
             self.set_hyper("learning_rate", lr)
@@ -215,8 +192,8 @@ class Learner:
 
     def _one_epoch(self) -> None:
         key = shuffle_key(self.seed, self.dl.seed)  # made on the device: no transfer
-        self.batch = self._put(self.dl.epoch_indices(self._put(np.int32(self.epochs_done)), key))
-        self.acc, self.pos = self._put(S.epoch_start(tuple(m.name for m in self.metrics)))
+        self.indices = self._put(self.dl.epoch_indices(self._put(np.int32(self.epochs_done)), key))
+        self.acc, self.pos = self._put(prepare.epoch_start(tuple(m.name for m in self.metrics)))
         self.data = self._placed.get(id(self.dl)) or self._put((self.dl.x, self.dl.y))
         self.reset_carry(self.dl.batch_size)
         self.n_batches = self.dl.n_batches
@@ -229,15 +206,15 @@ class Learner:
             self.epochs_done += 1
         else:
             self.callback("before_batch")
-            self.acc, _ = self._eval_call(self.state, self.acc, self.data, *self.batch)
+            self.acc, _ = self._eval_call(self.state, self.acc, self.data, *self.indices)
             self.callback("after_batch")
         self.epoch_metrics = M.report(self.metrics, jax.device_get(self.acc))  # the epoch's one read
 
     def _one_batch(self) -> None:
         self._launched = True
-        self._state, self.acc, self.pos, out = self._train_call(self._state, self.acc, self.data, *self.batch,
+        self._state, self.acc, self.pos, out = self._train_call(self._state, self.acc, self.data, *self.indices,
                                                                 self.pos, self._origin, n_steps=self.n_steps)
-        self.loss = out.pop("loss")  # (n_steps,) per-batch losses, still on the device
+        self.losses = out.pop("loss")  # (n_steps,) per-batch losses, still on the device
         self.step_outputs = {self._hooked[k]: v for k, v in out.items()}
 
     def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray:
@@ -255,42 +232,37 @@ class Learner:
             self.one_epoch(False, ds)
             return dict(self.epoch_metrics)
 
+    # ------------------------------------------------------------------ fastai's shortcuts, owned elsewhere
+    def fit_one_cycle(self, n_epochs: int, lr_max: float | None = None, div: float = 25.0,
+                      div_final: float = 1e5, pct_start: float = 0.25,
+                      moms: Sequence[float] | None = (0.95, 0.85, 0.95), callbacks: Sequence[Callback] = (),
+                      **fit_kwargs: Any) -> None:
+        """fastai's ``fit_one_cycle``: ``fit`` with the lr and the momentum on one-cycle schedules (see
+        :func:`jaxlearn.callbacks.schedule.fit_one_cycle`)."""
+        from jaxlearn.callbacks.schedule import fit_one_cycle
+        fit_one_cycle(self, n_epochs, lr_max, div, div_final, pct_start, moms, callbacks, **fit_kwargs)
 
-class StepRecorder(Callback):
-    """Keeps ``record(learn)`` of every training call — device arrays, so nothing waits on the device — and
-    concatenates them on the host only when read (``recorded``). Default: this callback's in-step outputs."""
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
+                suggest: Sequence[str] = ("valley", "minimum"), plot: bool | str | Path = True) -> tuple:
+        """fastai's ``learn.lr_find()``: the range test, the Learner put back exactly; returns the suggested lrs
+        (see :func:`jaxlearn.callbacks.lr_finder.suggest_lrs`)."""
+        from jaxlearn.callbacks.lr_finder import suggest_lrs
+        return suggest_lrs(self, start_lr, end_lr, num_it, suggest, plot)
 
-    def before_fit(self, learn: Learner) -> None:
-        self._chunks: list = []
+    def summary(self, print_fn: Callable[[str], Any] | None = print) -> str:
+        """fastai's ``learn.summary()``: each layer's output shape and parameter count
+        (:func:`jaxlearn.interpret.summary`)."""
+        from jaxlearn.interpret import summary
+        return summary(self, print_fn)
 
-    def after_batch(self, learn: Learner) -> None:
-        if learn.training:
-            self._chunks.append(self.record(learn))
+    def show_results(self, n: int = 9, ds: ArrayDataset | None = None, path: str | Path | None = None):
+        """fastai's ``learn.show_results()``: validation images titled predicted / true
+        (:func:`jaxlearn.interpret.show_results`)."""
+        from jaxlearn.interpret import show_results
+        return show_results(self, n, ds, path)
 
-    def record(self, learn: Learner) -> Any:
-        return learn.step_outputs[self]
-
-    @property
-    def recorded(self) -> Any:
-        """The records of every training step of the fit, concatenated (``None`` before any)."""
-        chunks = getattr(self, "_chunks", None)
-        if not chunks:
-            return None
-        return jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(chunks))
-
-
-def _check_settings(seed: Any, steps_per_call: Any) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    if steps_per_call is not None and (not isinstance(steps_per_call, int) or steps_per_call < 1):
-        raise ValueError(f"steps_per_call must be a positive integer, got {steps_per_call!r}")
-
-
-def patch(f: Callable | None = None, *, name: str | None = None) -> Callable:
-    """fastai's ``@patch``: attach ``f`` to :class:`Learner` as a method (named ``name``, default its own), so
-    the module that owns an idea (callbacks, interpret, export) adds its shortcut without the Learner
-    importing it. ``@patch(name="lr_find")`` keeps a module function of that name free."""
-    if f is None:
-        return lambda g: patch(g, name=name)
-    setattr(Learner, name or f.__name__, f)
-    return f
+    def export(self, path: str | Path) -> Path:
+        """fastai's ``learn.export``: what :func:`jaxlearn.export.load_learner` needs to predict, written to the
+        folder ``path`` (:func:`jaxlearn.export.export`)."""
+        from jaxlearn.export import export
+        return export(self, path)

@@ -6,6 +6,12 @@ Values with more axes than one (a sequence model's per-token numbers) are averag
 
 ``Learner(..., metrics=[accuracy, rmse, my_fn])``: a plain function ``(preds, y) -> per-example values``
 is a metric named after it.
+
+How sure is an accuracy? (DLVU "Tools of the trade": aim for ~10,000 test instances.) A test accuracy ``p``
+measured on ``n`` independent examples is a binomial proportion; its standard error is ``sqrt(p (1 - p) / n)``
+and the normal-approximation 95% confidence interval is ``p ± 1.96 · SE``. With ``n = 100`` and ``p ≈ 0.5`` the
+half-width is ±0.098 (the lecture's "±0.1"), with ``n = 10,000`` ±0.0098: only then do differences of a
+percentage point between models start to mean something.
 """
 
 from __future__ import annotations
@@ -90,3 +96,28 @@ def report(metrics: Sequence[Metric], sums: dict) -> dict[str, float]:
     for m in metrics:
         out[m.name] = float(m.finalize(float(sums[m.name]) / count))
     return out
+
+
+# ------------------------------------------------------------------ how sure is an accuracy
+
+Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal (the lecture's 1.96)
+
+
+def accuracy_ci_halfwidth(p: float, n: int, z: float = Z_95) -> float:
+    """``z * sqrt(p (1 - p) / n)``: half-width of the normal-approximation confidence interval."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {p}")
+    if n <= 0:
+        raise ValueError(f"need a positive number of test examples, got n={n}")
+    return z * math.sqrt(p * (1.0 - p) / n)
+
+
+def accuracy_ci(p: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """``(p - h, p + h)`` with ``h = accuracy_ci_halfwidth(p, n, z)``, clipped to [0, 1]."""
+    h = accuracy_ci_halfwidth(p, n, z)
+    return max(0.0, p - h), min(1.0, p + h)
+
+
+def format_accuracy(p: float, n: int, z: float = Z_95) -> str:
+    """``'92.51% ± 0.52% (95% CI, n=10000)'``: how every accuracy in the experiments is reported."""
+    return f"{100 * p:.2f}% ± {100 * accuracy_ci_halfwidth(p, n, z):.2f}% (95% CI, n={n})"

@@ -7,8 +7,8 @@ import optax
 from jaxlearn.callbacks import BatchTransformCB
 from jaxlearn.data import DataLoaders, normalize
 from jaxlearn.learner import Learner
-from jaxlearn.models import get_model
-from jaxlearn.norms import BatchNorm
+from jaxlearn.nn import BatchNorm
+from jaxlearn.vision import get_model
 
 from _tiny import tiny_arrays
 

@@ -42,8 +42,9 @@ def train(mesh) -> dict:
 
     from jaxlearn.callbacks import MetricsCB
     from jaxlearn.data import DataLoaders
-    from jaxlearn.learner import Callback, Learner
-    from jaxlearn.norms import BatchNorm
+    from jaxlearn.callback import Callback
+    from jaxlearn.learner import Learner
+    from jaxlearn.nn import BatchNorm
 
     class Net(nn.Module):
         @nn.compact
@@ -61,7 +62,7 @@ def train(mesh) -> dict:
 
         def after_batch(self, learn):
             if learn.training:
-                self.losses.append(learn.loss)
+                self.losses.append(learn.losses)
 
         def batch_transform(self, x, training, key):  # augmentation from the step's key
             if training:

@@ -5,10 +5,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn.augment import AugmentCB, compose, flip, noise, pad_crop, random_erase, tta, tta_accuracy
+from jaxlearn.callback import Callback
 from jaxlearn.callbacks import BatchTransformCB
 from jaxlearn.data import DataLoaders, normalize
-from jaxlearn.learner import Callback, Learner
+from jaxlearn.learner import Learner
+from jaxlearn.vision import AugmentCB, compose, flip, noise, pad_crop, random_erase, tta, tta_accuracy
 
 KEY = jax.random.key(0)
 

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from jaxlearn import data
-from jaxlearn.checkpoint import CheckpointCB, CheckpointError, restore_checkpoint
+from jaxlearn.callbacks import CheckpointCB, CheckpointError, restore_checkpoint
 from jaxlearn.data import ArrayDataset, DataFileError, DataLoaders, load_dataset
 from jaxlearn.learner import Learner
 

@@ -14,7 +14,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn import rnn, text
+from jaxlearn import text
+from jaxlearn.losses import cross_entropy
+from jaxlearn.step import CARRY
 from jaxlearn.data import DataLoaders
 from jaxlearn.learner import Learner
 
@@ -58,27 +60,27 @@ def tiny_stateful_loaders(n_batches: int, batch_size: int = 4) -> DataLoaders:
     return DataLoaders(train, valid, dls.info)
 
 
-def manual_final_carry(model: rnn.StatefulCharRnn, params, dls: DataLoaders, carry_over: bool):
+def manual_final_carry(model: text.StatefulCharRnn, params, dls: DataLoaders, carry_over: bool):
     bs = dls.train.batch_size
     h = model.zero_state(bs)
     for k in range(dls.train.n_batches):
         x = dls.train.x[k * bs:(k + 1) * bs]
         h0 = h if carry_over else model.zero_state(bs)
-        _, new = model.apply({"params": params, rnn.CARRY: {"h": h0}}, x, train=True, mutable=[rnn.CARRY])
-        h = new[rnn.CARRY]["h"]
+        _, new = model.apply({"params": params, CARRY: {"h": h0}}, x, train=True, mutable=[CARRY])
+        h = new[CARRY]["h"]
     return h
 
 
 @pytest.mark.parametrize("cell", ["lstm"])  # its (c, h) carry is the general case
 def test_learner_carries_the_state_from_batch_to_batch(cell):
     dls = tiny_stateful_loaders(n_batches=6)
-    model = rnn.StatefulCharRnn(len(dls.info["vocab"]), cell, n_fac=8, n_hidden=16)
-    learn = Learner(model, dls, loss_fn=rnn.sequence_cross_entropy, optimizer=optax.sgd, lr=0.1,
+    model = text.StatefulCharRnn(len(dls.info["vocab"]), cell, n_fac=8, n_hidden=16)
+    learn = Learner(model, dls, loss_fn=cross_entropy, optimizer=optax.sgd, lr=0.1,
                     steps_per_call=4)  # calls of 4 and 2 steps: the carry also crosses a call boundary
     params = jax.tree.map(np.array, learn.state.params)
     learn.set_hyper("learning_rate", 0.0)  # frozen weights: the carry then depends on the batches only
     learn.fit(1, valid=False)
-    carried = learn.state.model_state[rnn.CARRY]["h"]
+    carried = learn.state.model_state[CARRY]["h"]
     assert all(np.abs(leaf).max() > 0.01 for leaf in jax.tree.leaves(carried))
     expected = manual_final_carry(model, params, dls, carry_over=True)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), carried, expected)
@@ -87,5 +89,5 @@ def test_learner_carries_the_state_from_batch_to_batch(cell):
 
     learn.set_hyper("learning_rate", 0.1)
     learn.fit(1, valid=False)  # real training: the epoch starts from a reset carry and ends with a carried one
-    assert all(np.abs(leaf).max() > 0.01 for leaf in jax.tree.leaves(learn.state.model_state[rnn.CARRY]["h"]))
+    assert all(np.abs(leaf).max() > 0.01 for leaf in jax.tree.leaves(learn.state.model_state[CARRY]["h"]))
     assert np.isfinite(learn.evaluate()["loss"])

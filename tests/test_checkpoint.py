@@ -15,12 +15,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn import checkpoint as ckpt
-from jaxlearn.callbacks import MetricsCB
-from jaxlearn.checkpoint import CheckpointCB, CheckpointError, latest_step, restore_checkpoint
+from jaxlearn.callbacks import checkpoint as ckpt, checkpoint_files
+from jaxlearn.callback import Callback
+from jaxlearn.callbacks import CheckpointCB, CheckpointError, MetricsCB, latest_step, restore_checkpoint
 from jaxlearn.data import DataLoaders
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.step import copy_state
+from jaxlearn.learner import Learner
+from jaxlearn.trees import copy_state
 
 from _tiny import tiny_arrays
 
@@ -59,7 +59,7 @@ def make_learner(data, seed=0):
 
 
 def leaves(learn):
-    return jax.tree.leaves(jax.device_get(ckpt._state_dict(learn.state)))
+    return jax.tree.leaves(jax.device_get(checkpoint_files.state_dict(learn.state)))
 
 
 def assert_bitwise_equal(a, b):
@@ -151,7 +151,7 @@ def test_ctrl_c_in_a_real_process_leaves_a_loadable_checkpoint(tmp_path):
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it waits, should it ever hang
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_checkpoint import make_learner, CheckpointCB, tiny_arrays
-        from jaxlearn.learner import Callback
+        from jaxlearn.callback import Callback
         class Slow(Callback):
             def after_batch(self, learn):
                 time.sleep(0.05)

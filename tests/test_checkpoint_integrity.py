@@ -12,8 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn import checkpoint as ckpt
-from jaxlearn.checkpoint import CheckpointCB, CheckpointError, restore_checkpoint
+from jaxlearn.callbacks import checkpoint_files as ckpt
+from jaxlearn.callbacks import CheckpointCB, CheckpointError, restore_checkpoint
 from jaxlearn.data import DataLoaders
 from jaxlearn.learner import Learner
 
@@ -34,7 +34,7 @@ def make_learner():
 
 
 def host_state(learn):
-    return ckpt._host_arrays(ckpt._state_dict(learn.state))
+    return ckpt.host_arrays(ckpt.state_dict(learn.state))
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn.collab import (EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel, emb_size,
-                             pack_tabular, sigmoid_range, unpack_tabular)
+from jaxlearn.collab import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel, emb_size, sigmoid_range
 
 N_USERS, N_ITEMS = 60, 40
 CARDINALITIES = (N_USERS, N_ITEMS, 3)  # [user, item, a 3-valued category]
@@ -23,8 +22,9 @@ TABULAR = TabularModel(CARDINALITIES, n_cont=2, layers=(16, 8), ps=(0.1, 0.1))
 
 
 def batch(model, n: int = 32, seed: int = 0) -> jax.Array:
-    """int32 [user, item] pairs; for TabularModel those and a 3-valued code with 2 continuous columns, packed,
-    whose first 6 rows differ only in that code: 0, 1, 2 and the unknown 3 (= the cardinality), -1, 99."""
+    """int32 [user, item] pairs; for TabularModel the pair (cats, conts): those and a 3-valued code, with 2
+    continuous columns, whose first 6 rows differ only in that code: 0, 1, 2 and the unknown 3 (= the
+    cardinality), -1, 99."""
     rng = np.random.default_rng(seed)
     cats = np.stack([rng.integers(0, card, n) for card in CARDINALITIES], 1)
     if not isinstance(model, TabularModel):
@@ -32,7 +32,7 @@ def batch(model, n: int = 32, seed: int = 0) -> jax.Array:
     conts = rng.normal(size=(n, 2))
     cats[:6], conts[:6] = cats[0], conts[0]
     cats[:6, 2] = [0, 1, 2, 3, -1, 99]
-    return jnp.asarray(pack_tabular(cats, conts))
+    return jnp.asarray(cats, jnp.int32), jnp.asarray(conts, jnp.float32)
 
 
 @functools.cache
@@ -112,14 +112,12 @@ def test_unknown_codes_use_the_extra_row():
     assert len(set(preds[:4].tolist())) == 4  # not clipped to a known row
 
 
-def test_packing_round_trips():
-    cats, conts = np.array([[0, 942, -1], [5, 1681, 70]]), np.array([[0.5, 1.0], [-2.0, 0.0]], np.float32)
-    packed = pack_tabular(cats, conts)
-    assert packed.dtype == np.float32 and packed.shape == (2, 5)
-    c, f = unpack_tabular(jnp.asarray(packed), 3)
-    assert c.dtype == jnp.int32
-    np.testing.assert_array_equal(c, cats)
-    np.testing.assert_array_equal(f, conts)
+def test_tabular_inputs_are_a_pair_of_columns():
+    cats, conts = batch(TABULAR)
+    with pytest.raises(ValueError, match=r"takes the pair \(cats, conts\)"):
+        TABULAR.init(jax.random.key(0), jnp.concatenate([cats.astype(jnp.float32), conts], 1))
+    with pytest.raises(ValueError, match="2 categorical and 2 continuous columns, expected 3 and 2"):
+        TABULAR.init(jax.random.key(0), (cats[:, :2], conts))
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -157,7 +155,8 @@ def train_mse(model, x, y, steps: int = 300, lr: float = 0.03) -> tuple[float, f
 
     @jax.jit
     def run():
-        variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x[:2])
+        variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                               jax.tree.map(lambda a: a[:2], x))
         params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
         params, _, state = jax.lax.fori_loop(0, steps, step, (params, tx.init(params), state))
         return mse(variables), mse({"params": params, **state})
@@ -177,8 +176,8 @@ def test_collab_models_learn_a_low_rank_matrix(make_model):
 
 def test_tabular_model_learns_a_low_rank_matrix():
     x, y = low_rank_ratings()
-    packed = pack_tabular(x, np.zeros((len(x), 1)))  # one constant continuous column: BatchNorm must cope
+    pair = (jnp.asarray(x), jnp.zeros((len(x), 1)))  # one constant continuous column: BatchNorm must cope
     model = TabularModel((N_USERS, N_ITEMS), n_cont=1, layers=(16,), ps=(0.0,), emb_drop=0.0,
                          y_range=(1.0, 5.0))
-    before, after = train_mse(model, jnp.asarray(packed), jnp.asarray(y), lr=0.01)
+    before, after = train_mse(model, pair, jnp.asarray(y), lr=0.01)
     assert after < 0.25 * before and after < 0.3, (before, after)

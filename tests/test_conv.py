@@ -1,4 +1,4 @@
-"""jaxlearn.conv: the CPU's im2col convolution computes what jax.lax.conv_general_dilated computes."""
+"""jaxlearn.nn.conv: the CPU's im2col convolution computes what jax.lax.conv_general_dilated computes."""
 
 from functools import partial
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
-from jaxlearn import conv
-from jaxlearn.models import ConvBlock, get_model
+from jaxlearn.nn import conv
+from jaxlearn.vision import ConvBlock, get_model
 
 CASES = [  # input shape, features, kernel, strides, padding
     ((4, 28, 28, 1), 8, (3, 3), 2, ((1, 1), (1, 1))),  # lesson 17's first conv

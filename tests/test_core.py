@@ -12,13 +12,14 @@ import optax
 import pytest
 
 from jaxlearn import metrics as M
-from jaxlearn import schedules, step as S
+from jaxlearn import prepare, step as S
+from jaxlearn.optim import schedules
+from jaxlearn.trees import copy_state
 from jaxlearn.callbacks import ActivationStats, BatchTransformCB, MetricsCB, ParamSchedulerCB, ProgressCB, RecorderCB
 from jaxlearn.data import ArrayDataset, DataLoaders, normalize, to_float
-from jaxlearn.layers import GeneralRelu
 from jaxlearn.learner import Learner
-from jaxlearn.models import get_model
-from jaxlearn.norms import BatchNorm
+from jaxlearn.nn import BatchNorm, GeneralRelu
+from jaxlearn.vision import get_model
 
 
 def test_train_and_eval_calls_train_the_lesson17_cnn_without_a_learner(fashion_small):
@@ -35,12 +36,12 @@ def test_train_and_eval_calls_train_the_lesson17_cnn_without_a_learner(fashion_s
 
     def evaluate(state):
         idx, w = ArrayDataset(xt, yt, 500).epoch_indices(0)
-        acc, _ = eval_call(state, S.epoch_start(names)[0], (xt, yt), idx, w)
+        acc, _ = eval_call(state, prepare.epoch_start(names)[0], (xt, yt), idx, w)
         return M.report(metrics, jax.device_get(acc))
 
     before = evaluate(state)
     idx, w = ArrayDataset(x, y, 50, shuffle=True).epoch_indices(0)
-    acc, pos = S.epoch_start(names)
+    acc, pos = prepare.epoch_start(names)
     origin = state.step
     for _ in range(idx.shape[0]):
         state, acc, pos, out = train_call(state, acc, (x, y), idx, w, pos, origin, n_steps=1)
@@ -140,7 +141,7 @@ def test_carried_state_feeds_the_next_batch_resets_each_epoch_and_stops_gradient
     learn = Learner(StatefulSum(), DataLoaders(ds, ds), optimizer=optax.sgd, lr=0.0 + 1e-9)
     assert learn.state.model_state["carry"]["h"].shape == (2, 1)
     carried = learn.state.model_state["carry"]["h"].copy()
-    params = S.copy_state(learn.state.variables())  # a copy: fit() donates learn.state's buffers
+    params = copy_state(learn.state.variables())  # a copy: fit() donates learn.state's buffers
     # With a (practically) frozen model the loss of batch 1 depends on batch 0 through the carry alone.
     apply = lambda v, xb: learn.model.apply(v, xb, mutable=["carry"])  # noqa: E731
     out0, new = apply(params, jnp.asarray(x[:2]))

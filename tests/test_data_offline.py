@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jaxlearn import data
+from jaxlearn.data import fashion
 from jaxlearn.data import DataFileError
 
 SOURCE = os.environ.get(data.FASHION_MNIST_ENV)
@@ -70,7 +71,7 @@ def assert_same(a, b):
 @needs_files
 def test_the_cache_is_named_by_the_files_checksums(cache_env):
     manual, _, key_dir, first = cache_env
-    assert key_dir.name == data._cache_key({f: data._sha256(manual / f) for f in FILES})
+    assert key_dir.name == fashion._cache_key({f: fashion._sha256(manual / f) for f in FILES})
     assert first["train"][0].shape == (60_000, 28, 28, 1) and first["test"][1].shape == (10_000,)
     assert_same(data.fashion_mnist(manual), first)  # read back from the cache, not prepared again
 
@@ -114,8 +115,8 @@ def test_a_cache_that_stays_unreadable_names_its_folder(monkeypatch, tmp_path):
 
     def unreadable(*args):
         raise OSError("simulated: record 123 is corrupted")
-    monkeypatch.setattr(data, "_prepare_and_read", unreadable)
+    monkeypatch.setattr(fashion, "_prepare_and_read", unreadable)
     with pytest.warns(UserWarning, match="deleting it and preparing it again"), \
             pytest.raises(DataFileError, match=rf"preparing Fashion-MNIST in the cache {tmp_path / 'fashion_mnist'} "
                                                r"failed \(OSError: simulated: record 123 is corrupted\)"):
-        data._from_prepared_cache(tfds, tmp_path, None)
+        fashion._from_prepared_cache(tfds, tmp_path, None)

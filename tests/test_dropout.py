@@ -5,10 +5,11 @@ import numpy as np
 import optax
 import pytest
 
+from jaxlearn.callback import Callback
 from jaxlearn.data import DataLoaders
-from jaxlearn.layers import Dropout
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.models import dropout_ps
+from jaxlearn.learner import Learner
+from jaxlearn.nn import Dropout
+from jaxlearn.vision import dropout_ps
 
 
 def drop(x, p, key=0, **kw):

@@ -1,4 +1,4 @@
-"""The experiments' shared command line (jaxlearn.runs): every script lists the common flags, writes to
+"""The experiments' shared command line (experiments/runs.py): every script lists the common flags, writes to
 runs/<name> unless --docs, finishes a --quick run in seconds writing only into its --out folder, exits
 non-zero on a diverged loss and fails at once on an unwritable --out."""
 

@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlearn import init
-from jaxlearn.layers import GeneralRelu
-from jaxlearn.norms import BatchNorm
+from jaxlearn.nn import init
+from jaxlearn.nn import BatchNorm, GeneralRelu
 
 DENSE = (256, 256)
 CONV = (3, 3, 64, 128)  # fan_in 576, fan_out 1152

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxlearn.interpret import ClassificationInterpretation
-from jaxlearn.step import cross_entropy
+from jaxlearn.losses import cross_entropy
 
 from _shortcut_learner import CLASSES, tiny_cnn_learner
 

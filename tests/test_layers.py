@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxlearn.layers import GeneralRelu  # noqa: E402
-from jaxlearn.plots import plot_func  # noqa: E402
+from jaxlearn.callbacks.plots import plot_func
+from jaxlearn.nn import GeneralRelu
 
 
 def general_relu_np(x, leak, sub, maxv):

@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import optax
 import pytest
 
+from jaxlearn.callback import Callback, CancelBatchException, CancelEpochException, CancelFitException
 from jaxlearn.callbacks import BatchTransformCB, MetricsCB, ParamSchedulerCB, SingleBatchCB
 from jaxlearn.data import DataLoaders, normalize
-from jaxlearn.learner import CancelBatchException, CancelEpochException, CancelFitException, Callback, Learner
-from jaxlearn.step import cross_entropy
-from jaxlearn.models import get_model
+from jaxlearn.learner import Learner
+from jaxlearn.losses import cross_entropy
+from jaxlearn.vision import get_model
 
 
 class TinyNet(nn.Module):
@@ -148,8 +149,8 @@ def test_cnn_shapes():
 
 
 def test_short_fit_on_fashion_mnist_learns(fashion_small):
-    from jaxlearn.init import kaiming_normal
-    from jaxlearn.layers import GeneralRelu
+    from jaxlearn.nn import kaiming_normal
+    from jaxlearn.nn import GeneralRelu
     train, test = fashion_small
     dls = DataLoaders.from_arrays(train, test, 64, seed=0)
     model = get_model(partial(GeneralRelu, leak=0.1, sub=0.4), kernel_init=kaiming_normal(a=0.1))

@@ -7,11 +7,10 @@ import flax.linen as nn
 import optax
 import pytest
 
-from jaxlearn.callbacks import MetricsCB
-from jaxlearn.checkpoint import CheckpointCB
+from jaxlearn.callback import Callback
+from jaxlearn.callbacks import CheckpointCB, MetricsCB, MetricsLoggerCB, TensorBoardCB, read_metrics
 from jaxlearn.data import DataLoaders
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.loggers import MetricsLoggerCB, TensorBoardCB, read_metrics
+from jaxlearn.learner import Learner
 
 
 class TinyNet(nn.Module):

@@ -7,13 +7,12 @@ import numpy as np
 import optax
 import pytest
 
+from jaxlearn.callback import Callback
 from jaxlearn.callbacks import BatchTransformCB, LRFinderCB, lr_find
 from jaxlearn.data import DataLoaders, normalize
-from jaxlearn.init import kaiming_normal
-from jaxlearn.layers import GeneralRelu
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.models import get_model
-from jaxlearn.norms import BatchNorm
+from jaxlearn.learner import Learner
+from jaxlearn.nn import BatchNorm, GeneralRelu, kaiming_normal
+from jaxlearn.vision import get_model
 
 START_LR, GAMMA = 1e-4, 1.3
 
@@ -27,7 +26,7 @@ class RawLosses(Callback):
 
     def after_batch(self, learn):
         if learn.training:
-            self.losses += np.asarray(learn.loss).tolist()
+            self.losses += np.asarray(learn.losses).tolist()
 
 
 def bn_learner(fashion_small, steps_per_call=1, callbacks=()):

@@ -11,7 +11,9 @@ import pytest
 
 from jaxlearn import data, optim
 from jaxlearn import makemore as mm
-from jaxlearn.step import copy_state
+from jaxlearn.data import ArrayDataset
+from jaxlearn.nn import calibrate_batchnorm
+from jaxlearn.trees import copy_state
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +23,16 @@ def splits():
         pytest.skip(f"makemore's names.txt not available: set {data.NAMES_ENV} to its path")
     vocab, sp = data.names_splits(data.load_names(path))
     return vocab, sp
+
+
+def split_loss(learn, X, Y) -> float:
+    """A whole split's mean loss in eval mode (BatchNorm with its running statistics)."""
+    return learn.evaluate(ArrayDataset(X, Y, 4096))["loss"]
+
+
+def untrained(model):
+    """A Learner at the model's init (the lecture's seed), no fit."""
+    return mm.lecture_learner(model, data.names_loaders(32, batches_per_epoch=1))
 
 
 def _np_hist(x, bins, r):
@@ -53,11 +65,11 @@ def test_initial_loss(splits):
     _, sp = splits
     X, Y = (a[:20_000] for a in sp["train"])
     fixed = mm.LADDER[1].model  # W2 * 0.01, b2 * 0
-    assert abs(mm.split_loss(fixed, mm.init(fixed), X, Y) - mm.EXPECTED_INIT_LOSS) < 0.05
+    assert abs(split_loss(untrained(fixed), X, Y) - mm.EXPECTED_INIT_LOSS) < 0.05
     kaiming = mm.LADDER[3].model
-    assert abs(mm.split_loss(kaiming, mm.init(kaiming), X, Y) - mm.EXPECTED_INIT_LOSS) < 0.05
+    assert abs(split_loss(untrained(kaiming), X, Y) - mm.EXPECTED_INIT_LOSS) < 0.05
     original = mm.LADDER[0].model  # randn everywhere: confidently wrong, the lecture's 27
-    assert mm.split_loss(original, mm.init(original), X, Y) > 15
+    assert split_loss(untrained(original), X, Y) > 15
 
 
 def test_batchnorm1d_torch_semantics():
@@ -72,6 +84,24 @@ def test_batchnorm1d_torch_semantics():
     y_eval = bn.apply({"params": v["params"], **mut}, x, train=False)
     rm, rv = 0.1 * x.mean(0), 0.9 + 0.1 * var_u
     np.testing.assert_allclose(y_eval, (x - rm) / np.sqrt(rv + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def test_deep_net_calibrates_like_every_batchnorm():
+    """calibrate_batchnorm fills BatchNorm1d's PyTorch layout: each layer's running mean and *unbiased* var
+    are those of its whole input, computed with the layers before it already calibrated."""
+    model = mm.DeepMLP(batchnorm=True, n_layers=2, n_hidden=16)
+    x = jnp.asarray(np.random.default_rng(1).integers(0, 27, (500, 3)), jnp.int32)
+    variables = mm.init(model)
+    cal = calibrate_batchnorm(model, variables, [x[:300], x[300:]], train=False)  # two batches, merged exactly
+    p = cal["params"]
+    h = np.asarray(p["C"])[np.asarray(x)].reshape(len(x), -1) @ np.asarray(p["Linear_0"]["weight"])
+    np.testing.assert_allclose(cal["batch_stats"]["BatchNorm1d_0"]["running_mean"], h.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cal["batch_stats"]["BatchNorm1d_0"]["running_var"], h.var(0, ddof=1), rtol=1e-4)
+    bn0 = cal["batch_stats"]["BatchNorm1d_0"]
+    g, b = np.asarray(p["BatchNorm1d_0"]["gamma"]), np.asarray(p["BatchNorm1d_0"]["beta"])
+    h1 = np.tanh(g * (h - bn0["running_mean"]) / np.sqrt(bn0["running_var"] + 1e-5) + b) @ np.asarray(
+        p["Linear_1"]["weight"])
+    np.testing.assert_allclose(cal["batch_stats"]["BatchNorm1d_1"]["running_var"], h1.var(0, ddof=1), rtol=1e-3)
 
 
 def test_batchnorm1d_matches_torch():
@@ -94,12 +124,12 @@ def test_short_training_lowers_loss_and_steps_per_call_do_not_matter(splits):
     dls = data.names_loaders(32, batches_per_epoch=500)
     a, b = mm.lecture_learner(model, dls, seed=1, steps_per_call=500), mm.lecture_learner(model, dls, seed=1,
                                                                                        steps_per_call=250)
-    before = mm.split_loss(model, mm.variables_of(a), *sp["valid"])
+    before = split_loss(a, *sp["valid"])
     la, lb = mm.train(a, 1000), mm.train(b, 1000)
     chex.assert_trees_all_close(a.state.params, b.state.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(la, lb, rtol=1e-5)
     assert la.shape == (1000,) and int(a.state.step) == 1000
-    after = mm.split_loss(model, mm.variables_of(a), *sp["valid"])
+    after = split_loss(a, *sp["valid"])
     assert after < before - 0.5, (before, after)
     assert la[-100:].mean() < la[:10].mean() - 0.5
     with pytest.raises(ValueError, match="multiple of the batches per epoch"):
@@ -125,7 +155,7 @@ def test_batchnorm_running_stats_approach_calibrated(splits):
     mm.train(learn, 3000)
     variables = mm.variables_of(learn)
     running = variables["batch_stats"]
-    cal = mm.calibrate(model, variables, Xtr)["batch_stats"]
+    cal = calibrate_batchnorm(model, variables, [Xtr], train=False)["batch_stats"]
     emb = np.asarray(variables["params"]["C"])[Xtr].reshape(len(Xtr), -1)
     hpre = emb @ np.asarray(variables["params"]["W1"])
     np.testing.assert_allclose(cal["bnmean_running"][0], hpre.mean(0), rtol=1e-3, atol=1e-3)
@@ -135,8 +165,9 @@ def test_batchnorm_running_stats_approach_calibrated(splits):
     err_mean = np.abs(np.asarray(running["bnmean_running"]) - np.asarray(cal["bnmean_running"])).mean()
     scale = np.asarray(cal["bnstd_running"]).mean()
     assert err_std < 0.1 * scale and err_mean < 0.1 * scale and err_std < 0.2 * start_err, (err_std, err_mean)
-    l_run = mm.split_loss(model, variables, *sp["valid"])
-    l_cal = mm.split_loss(model, {"params": variables["params"], "batch_stats": cal}, *sp["valid"])
+    l_run = split_loss(learn, *sp["valid"])
+    learn.replace_state(model_state={"batch_stats": cal})
+    l_cal = split_loss(learn, *sp["valid"])
     assert abs(l_run - l_cal) < 0.02, (l_run, l_cal)
 
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn import step as S
+from jaxlearn.optim.loss_scaling import LossScaleState, dynamic_loss_scale
+from jaxlearn.trees import copy_state
 from jaxlearn.callbacks import BatchTransformCB, MetricsCB
 from jaxlearn.data import DataLoaders, normalize
 from jaxlearn.learner import Learner
@@ -44,7 +45,7 @@ def test_bfloat16_trains_with_float32_params_close_to_float32():
     p16, p32 = learn16.predict(x), learn32.predict(x)
     assert p16.dtype == np.float32
     assert (p16.argmax(-1) == p32.argmax(-1)).mean() >= 0.9  # the runs differ step by step, not in outcome
-    learn16.state = S.copy_state(learn32.state)  # the same params through the bfloat16 forward pass
+    learn16.state = copy_state(learn32.state)  # the same params through the bfloat16 forward pass
     p16 = learn16.predict(x)
     np.testing.assert_allclose(p16, p32, atol=0.02 * np.abs(p32).max())  # bfloat16 keeps 8 mantissa bits
     assert not np.array_equal(p16, p32)
@@ -52,13 +53,13 @@ def test_bfloat16_trains_with_float32_params_close_to_float32():
 
 def test_float16_with_loss_scaling_trains_without_nan():
     learn, losses = fitted(jnp.float16)
-    assert isinstance(learn.state.opt_state, S.LossScaleState)
+    assert isinstance(learn.state.opt_state, LossScaleState)
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert all(np.isfinite(a).all() and a.dtype == jnp.float32 for a in jax.tree.leaves(learn.state.params))
 
 
 def test_loss_scaling_skips_non_finite_steps_and_adapts_the_scale():
-    tx = S.dynamic_loss_scale(optax.sgd(1.0), init_scale=8.0, growth_interval=2)
+    tx = dynamic_loss_scale(optax.sgd(1.0), init_scale=8.0, growth_interval=2)
     params = {"w": jnp.ones(2)}
     state = tx.init(params)
     updates, state = tx.update({"w": jnp.array([jnp.inf, 1.0])}, state, params)

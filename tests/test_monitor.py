@@ -7,13 +7,13 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn.callbacks import MetricsCB
+from jaxlearn.callback import Callback
+from jaxlearn.callbacks import EarlyStoppingCB, GradNormCB, MetricsCB, NaNGuardCB, SmoothedLossCB, nan_check, smooth
 from jaxlearn.data import DataLoaders
-from jaxlearn.evaluation import accuracy_ci, accuracy_ci_halfwidth, format_accuracy
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.step import cross_entropy
-from jaxlearn.monitor import (EarlyStoppingCB, GradNormCB, NaNGuardCB, SmoothedLossCB, nan_check, smooth,
-                              tree_all_finite)
+from jaxlearn.learner import Learner
+from jaxlearn.losses import cross_entropy
+from jaxlearn.metrics import accuracy_ci, accuracy_ci_halfwidth, format_accuracy
+from jaxlearn.trees import tree_all_finite
 
 
 class Net(nn.Module):

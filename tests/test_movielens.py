@@ -1,4 +1,4 @@
-"""MovieLens loading (jaxlearn.movielens): counts from shared/data/movielens/SOURCE.md, id remapping, the
+"""MovieLens loading (jaxlearn.collab.movielens): counts from shared/data/movielens/SOURCE.md, id remapping, the
 lesson's 20% split, side information, and a DataFileError naming the file for every kind of bad file.
 
 The real data comes from $JAXLEARN_MOVIELENS_DIR (.ci/run sets it); without it those tests are skipped.
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxlearn import movielens
+from jaxlearn.collab import movielens
+from jaxlearn.collab import MOVIELENS_ENV, load_ratings, split_ratings
 from jaxlearn.data import CACHE_ENV, DataFileError
-from jaxlearn.movielens import MOVIELENS_ENV, load_ratings, split_ratings
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def ml100k(root):
 
 def no_downloads(monkeypatch):
     def refuse(*args, **kwargs):
-        raise AssertionError("jaxlearn.movielens tried to download")
+        raise AssertionError("jaxlearn.collab.movielens tried to download")
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
@@ -148,10 +148,12 @@ def test_tabular_arrays(root, ml100k):
     assert t.cats[first, 2:5].tolist() == [1, 1, ml100k.side.occupations.index("technician")]
 
     dls = movielens.tabular_loaders(batch_size=128, root=root)
-    assert dls.train.x.shape[1:] == (6 + 19,) and dls.train.x.dtype == np.float32
+    cats, conts = dls.train.x  # the pair TabularModel takes
+    assert cats.shape[1:] == (6,) and cats.dtype == np.int32 and conts.shape[1:] == (19,) and conts.dtype == np.float32
     assert dls.info["cardinalities"] == t.cardinalities and dls.info["n_cont"] == 19
     valid = movielens.split_ratings(100_000)[1]
-    np.testing.assert_array_equal(np.asarray(dls.valid.x)[:, :6], t.cats[valid])
+    np.testing.assert_array_equal(np.asarray(dls.valid.x[0]), t.cats[valid])
+    np.testing.assert_array_equal(np.asarray(dls.valid.x[1]), t.conts[valid])
 
 
 # --------------------------------------------------------------------------------------- where from

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlearn.norms import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, calibrate_batchnorm
+from jaxlearn.nn import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, calibrate_batchnorm
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 SHAPE = (8, 6, 6, 12)

@@ -1,4 +1,4 @@
-"""Training-level checks of jaxlearn.optim / jaxlearn.schedules through the Learner (tiny and fast).
+"""Training-level checks of jaxlearn.optim / jaxlearn.optim.schedules through the Learner (tiny and fast).
 
 * SGDR snapshots are taken exactly at the cycle ends (step counts), hold host copies of the params and
   model state, round-trip through files, and ensemble;
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from jaxlearn import optim
-from jaxlearn.callbacks import ParamSchedulerCB, RecorderCB
+from jaxlearn.callback import Callback
+from jaxlearn.callbacks import (LayerGroupsCB, ParamSchedulerCB, RecorderCB, SGDRSnapshotCB, load_snapshot,
+                                snapshot_ensemble_accuracy, snapshot_ensemble_predict)
 from jaxlearn.data import DataLoaders
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.callbacks import LayerGroupsCB
-from jaxlearn.schedules import one_cycle, one_cycle_momentum, sgdr, sgdr_cycle_ends
-from jaxlearn.snapshots import SGDRSnapshotCB, load_snapshot, snapshot_ensemble_accuracy, snapshot_ensemble_predict
+from jaxlearn.learner import Learner
+from jaxlearn.optim import one_cycle, one_cycle_momentum, sgdr, sgdr_cycle_ends
 
 
 class MLP3(nn.Module):

@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn.callbacks import LayerGroupsCB, MetricsCB, ProgressCB
-from jaxlearn.checkpoint import CheckpointCB
+from jaxlearn.callback import Callback
+from jaxlearn.callbacks import CheckpointCB, EarlyStoppingCB, LayerGroupsCB, MetricsCB, NaNGuardCB, ProgressCB
 from jaxlearn.data import DataLoaders
-from jaxlearn.learner import Callback, Learner
-from jaxlearn.monitor import EarlyStoppingCB, NaNGuardCB, tree_all_finite
+from jaxlearn.learner import Learner
+from jaxlearn.trees import tree_all_finite
 
 
 class Net(nn.Module):

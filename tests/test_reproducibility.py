@@ -14,7 +14,8 @@ RUN = textwrap.dedent("""
     import flax.linen as nn, jax, numpy as np, optax
     from jaxlearn.callbacks import MetricsCB
     from jaxlearn.data import DataLoaders, shuffle_key
-    from jaxlearn.learner import Callback, Learner
+    from jaxlearn.callback import Callback
+    from jaxlearn.learner import Learner
 
     class Net(nn.Module):
         @nn.compact
@@ -31,7 +32,7 @@ RUN = textwrap.dedent("""
     class Losses(Callback):
         def before_fit(self, learn): self.losses = []
         def after_batch(self, learn):
-            if learn.training: self.losses.append(learn.loss)
+            if learn.training: self.losses.append(learn.losses)
 
     def run(seed):
         rng = np.random.default_rng(0)

@@ -8,13 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlearn.callbacks import SmoothedLossCB
 from jaxlearn.data import DataLoaders
-from jaxlearn.layers import GeneralRelu
 from jaxlearn.learner import Learner
-from jaxlearn.models import ResBlock, ResNet, avg_pool_2x2_ceil, fmnist_resnet
-from jaxlearn.monitor import SmoothedLossCB
-from jaxlearn.norms import BatchNorm
+from jaxlearn.nn import BatchNorm, GeneralRelu
 from jaxlearn.optim import adamw
+from jaxlearn.vision import ResBlock, ResNet, avg_pool_2x2_ceil, fmnist_resnet
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""jaxlearn.runs: the experiments' shared command line, output folder check, strict JSON and divergence stop."""
+"""experiments/runs.py: the experiments' shared command line, output folder check, strict JSON and divergence stop."""
 
 import json
 import math
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxlearn import runs
-from jaxlearn.loggers import MetricsLoggerCB, read_metrics
+import runs  # experiments/runs.py (conftest puts experiments/ on the path)
+from jaxlearn.callbacks import MetricsLoggerCB, read_metrics
 
 
 def strict_loads(text: str):
@@ -173,8 +173,9 @@ def test_exit_on_run_error_exits_2_with_the_message(capsys):
 def test_disable_progress_bars(tqdm_first):
     """Bars made after the call are disabled, whether or not tqdm was imported before it (fresh process:
     the switch is process-wide)."""
-    code = ("import tqdm.auto\n" if tqdm_first else "") + (
-        "from jaxlearn.runs import disable_progress_bars\n"
+    code = f"import sys\nsys.path.insert(0, {str(Path(runs.__file__).parent)!r})\n" + (
+        "import tqdm.auto\n" if tqdm_first else "") + (
+        "from runs import disable_progress_bars\n"
         "disable_progress_bars()\n"
         "from tqdm.auto import tqdm\n"
         "assert tqdm(total=3).disable and tqdm(total=3, desc='x', leave=False).disable\n")

@@ -1,4 +1,4 @@
-"""jaxlearn.schedules: shapes from the lessons and agreement with optax."""
+"""jaxlearn.optim.schedules: shapes from the lessons and agreement with optax."""
 
 import math
 
@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn import optim, schedules
+from jaxlearn import optim
+from jaxlearn.optim import schedules
 
 STEPS = jnp.arange(0, 130)
 

@@ -10,7 +10,7 @@ import pytest
 
 from jaxlearn import optim
 from jaxlearn.callbacks import ParamSchedulerCB, valley
-from jaxlearn.schedules import one_cycle, one_cycle_momentum
+from jaxlearn.optim import one_cycle, one_cycle_momentum
 
 from _shortcut_learner import tiny_cnn_learner
 

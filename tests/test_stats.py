@@ -7,13 +7,14 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn import stats
+from jaxlearn.callbacks import stats
+from jaxlearn.trees import flatten_intermediates
 from jaxlearn.callbacks import ActivationStats
 from jaxlearn.data import DataLoaders
-from jaxlearn.layers import GeneralRelu
 from jaxlearn.learner import Learner
-from jaxlearn.step import copy_state
-from jaxlearn.models import get_model
+from jaxlearn.nn import GeneralRelu
+from jaxlearn.trees import copy_state
+from jaxlearn.vision import get_model
 
 
 def numpy_summary(x):
@@ -83,7 +84,7 @@ def test_activation_stats_in_step_equal_numpy_on_captured_activations(fashion_sm
     xb = dls.train.transform(dls.train.x[:128])  # unshuffled: the first batch
     _, captured = learn.model.apply({"params": params1}, xb, capture_intermediates=astats.capture,
                                     mutable=["intermediates"])
-    flat = stats.flatten_intermediates(captured["intermediates"])
+    flat = flatten_intermediates(captured["intermediates"])
     for name, acts in flat.items():
         want = numpy_summary(acts)
         for k, v in want.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxlearn import text as T
+from jaxlearn.text import data as T
 from jaxlearn.data import ArrayDataset, DataFileError
 
 

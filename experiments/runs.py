@@ -1,0 +1,252 @@
+"""What every experiment script (``experiments/*.py``) shares (the scripts import it as ``runs``): one
+command line, an output folder proven writable before any training, strict JSON files, and a loud stop when
+training diverges.
+
+    parser = experiment_parser("fashion_mnist", __doc__, epochs=3, bs=256, lr=0.2, seed=0,
+                               quick={"epochs": 1, "n_train": 1024})
+    parser.add_argument("--n-train", type=int, default=None, help="train on the first N images")
+
+    @exit_on_run_error
+    def main(argv=None):
+        args = parser.parse_args(argv)
+        prepare_run(args)                      # before any data is loaded
+        ...                                    # learn.fit(...)
+        check_history(metrics.history, hint=lower_lr_hint(args.lr))
+        write_json(args.out / "results.json", results)
+
+Results go to ``runs/<name>/`` (``--out DIR`` elsewhere); the published ones in ``docs/<name>/`` change only
+with ``--docs``, never with ``--quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+
+# strict JSON belongs to the library's file writers (the metric loggers use it too); the scripts reach it here
+from jaxlearn.callbacks.loggers import NON_FINITE_KEY, strict_dumps, write_json
+
+__all__ = ["experiment_parser", "ExperimentParser", "prepare_out", "prepare_run", "disable_progress_bars",
+           "write_json", "strict_dumps", "check_finite", "check_history", "lower_lr_hint", "exit_on_run_error",
+           "RunError", "DivergedError", "OutputDirError", "RUNS_DIR", "DOCS_DIR", "NON_FINITE_KEY"]
+
+RUNS_DIR = Path("runs")  # every run's default home (git-ignored)
+DOCS_DIR = Path("docs")  # the published results: written only with --docs
+
+# The numeric flags every experiment has: type and generic help (an experiment may say more, see ``helps``).
+COMMON_NUMBERS: dict[str, tuple[type, str]] = {
+    "epochs": (int, "epochs of training"),
+    "bs": (int, "batch size"),
+    "lr": (float, "learning rate (the peak, under a schedule)"),
+    "seed": (int, "random seed (init, shuffles, dropout)"),
+}
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message says what happened and what to change."""
+
+
+class DivergedError(RunError):
+    """The training loss became NaN or infinite: nothing after it (accuracy, results) means anything."""
+
+
+class OutputDirError(RunError):
+    """The output folder cannot be created or written to."""
+
+
+# ---------------------------------------------------------------------------------------- command line
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in --help, the description as written. Not shown: False (a switch's) and None, which means
+    'the experiment's own settings', said in the flag's help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _NotApplicable(argparse.Action):
+    """A common flag that means nothing to this experiment: listed in --help, refused when given."""
+
+    def __init__(self, option_strings, dest, why: str, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, help=f"not used: {why}",
+                         **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} does not apply to {parser.prog}: {self.why}")
+
+
+class ExperimentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose ``parse_args`` also applies ``--quick`` (its settings become the
+    defaults, so flags given explicitly still win), refuses ``--docs`` with ``--quick`` and ``--out`` into
+    the published ``docs/``, and resolves ``args.out`` (``docs/<name>`` under ``--docs``)."""
+
+    def __init__(self, name: str, quick: Mapping[str, Any], **kwargs):
+        super().__init__(**kwargs)
+        self.name, self.quick = name, dict(quick)
+
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        ns = super().parse_args(args, namespace)
+        if ns.quick:
+            if ns.docs:
+                self.error("--docs publishes results to docs/: a --quick run cannot (drop one of them)")
+            # argparse leaves attributes already on the namespace alone unless their flag is given
+            given = vars(namespace) if namespace is not None else {}
+            ns = super().parse_args(args, argparse.Namespace(**{**self.quick, **given}))
+        if ns.docs:
+            ns.out = DOCS_DIR / self.name
+        elif _inside(ns.out, DOCS_DIR):
+            self.error(f"--out {ns.out} is inside {DOCS_DIR}/, the published results: use --docs to update them")
+        return ns
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _as_flags(settings: Mapping[str, Any]) -> str:
+    """``{'epochs': 1, 'skip_deep': True, 'rungs': ['a', 'b']}`` → ``--epochs 1 --skip-deep --rungs a b``."""
+    parts = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts.append(" ".join([flag, *map(str, value)]))
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def experiment_parser(name: str, description: str | None, *, quick: Mapping[str, Any] | None = None,
+                      helps: Mapping[str, str] | None = None, not_applicable: Mapping[str, str] | None = None,
+                      **defaults: Any) -> ExperimentParser:
+    """The command line every experiment shares; the experiment adds its own flags to what this returns.
+
+    ``--epochs --bs --lr --seed`` take their defaults from ``defaults`` (None: the experiment's own settings,
+    which ``helps[flag]`` should describe); a flag in ``not_applicable`` (flag → why) is listed but refused.
+    Every one of the four must be in one of the two. ``--out`` defaults to ``runs/<name>``; ``--docs`` writes
+    to ``docs/<name>`` instead; ``--quick`` applies ``quick`` (``{dest: value}``, e.g. ``{"epochs": 1}``)
+    for a smoke run of seconds (an experiment that reads ``args.quick`` itself says what it does in
+    ``helps["quick"]``); ``--no-progress`` is for :func:`prepare_run`.
+    """
+    helps, not_applicable, quick = dict(helps or {}), dict(not_applicable or {}), dict(quick or {})
+    unknown = (set(defaults) | set(not_applicable)) - set(COMMON_NUMBERS)
+    missing = set(COMMON_NUMBERS) - set(defaults) - set(not_applicable)
+    if unknown or missing:
+        raise TypeError(f"experiment_parser({name!r}): give each of {sorted(COMMON_NUMBERS)} a default or a "
+                        f"not_applicable reason (unknown: {sorted(unknown)}, missing: {sorted(missing)})")
+    parser = ExperimentParser(name, quick, prog=f"{name}.py", description=description,
+                              formatter_class=_HelpFormatter)
+    for flag, (kind, generic_help) in COMMON_NUMBERS.items():
+        if flag in not_applicable:
+            parser.add_argument(f"--{flag}", action=_NotApplicable, why=not_applicable[flag])
+        else:
+            parser.add_argument(f"--{flag}", type=kind, default=defaults[flag], help=helps.get(flag, generic_help))
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=RUNS_DIR / name,
+                       help="folder for the results (created, and checked writable, before training)")
+    where.add_argument("--docs", action="store_true",
+                       help=f"write to {DOCS_DIR / name}/, the published results, instead of --out")
+    quick_help = f"a smoke run of seconds: {_as_flags(quick)} (flags given explicitly still win)"
+    parser.add_argument("--quick", action="store_true", help=helps.get("quick", quick_help))
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------ before a run
+
+def prepare_out(path: str | os.PathLike) -> Path:
+    """Create the output folder and prove it is writable (write and delete a probe file), raising
+    :class:`OutputDirError` naming it otherwise: before any training, so that no run trains for an hour
+    and then fails to save."""
+    path = Path(path)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputDirError(f"cannot write to the output folder {path}: {e.strerror or e}") from e
+    return path
+
+
+def disable_progress_bars() -> None:
+    """Every tqdm bar made from now on (ProgressCB's, tfds's, child processes') starts disabled.
+
+    tqdm reads ``TQDM_*`` variables when it is first imported; jaxlearn imports it only when a fit starts,
+    but a library may have imported it already, so its default is then changed directly."""
+    os.environ["TQDM_DISABLE"] = "1"
+    if "tqdm" in sys.modules:
+        import tqdm
+        tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)
+
+
+def prepare_run(args: argparse.Namespace) -> Path:
+    """What every experiment does first, before loading data: the output folder (:func:`prepare_out`) and
+    ``--no-progress``. Returns the output folder."""
+    out = prepare_out(args.out)
+    if args.no_progress:
+        disable_progress_bars()
+    return out
+
+
+# ------------------------------------------------------------------------------------------- divergence
+
+def lower_lr_hint(lr: float | None) -> str:
+    """What to do about a diverged run, for :func:`check_finite`'s ``hint``."""
+    return "lower the learning rate" + (f" (--lr {lr:g})" if lr is not None else "")
+
+
+def check_finite(value: float | Sequence[float] | np.ndarray, what: str, at: str = "", hint: str = "") -> None:
+    """Raise :class:`DivergedError` if ``value`` is NaN or infinite.
+
+    ``value`` is a number (``at`` says where, e.g. ``"epoch 0"``) or per-step values (e.g. every training
+    step's loss): then the first bad one is reported as ``step i`` (followed by ``at``).
+    The message reads ``diverged: training loss is nan at epoch 0 — lower the learning rate (--lr 1e+09)``.
+    """
+    values = np.asarray(value, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size == 0:
+        return
+    where = ", ".join(filter(None, [f"step {bad[0]}" if values.ndim else "", at]))
+    raise DivergedError(f"diverged: {what} is {values.ravel()[bad[0]]}" + (f" at {where}" if where else "")
+                        + (f" — {hint}" if hint else ""))
+
+
+def check_history(history: Sequence[Mapping[str, Any]], at: str = "", hint: str = "") -> None:
+    """:func:`check_finite` on each epoch's training and validation loss of a fit (``MetricsCB.history``):
+    the first non-finite one stops the run."""
+    for row in history:
+        for key, what in (("train_loss", "training loss"), ("valid_loss", "validation loss")):
+            if key in row:
+                check_finite(row[key], what, ", ".join(filter(None, [f"epoch {row.get('epoch', '?')}", at])), hint)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def exit_on_run_error(main: Callable[P, R]) -> Callable[P, R]:
+    """Wrap an experiment's ``main``: a :class:`RunError` (divergence, unwritable output folder) ends the
+    process with its message on stderr and exit status 2, without a traceback (the message says what to
+    change, the traceback only where the check was made)."""
+
+    @functools.wraps(main)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return main(*args, **kwargs)
+        except RunError as e:
+            print(e, file=sys.stderr)
+            sys.exit(2)
+    return wrapped

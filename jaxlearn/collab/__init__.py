@@ -1,0 +1,12 @@
+"""fast.ai 2018 lessons 4, 5 and 7: collaborative filtering and entity embeddings on MovieLens — the models
+(:mod:`~jaxlearn.collab.models`: EmbeddingDot(Bias), EmbeddingNet, TabularModel) and the data
+(:mod:`~jaxlearn.collab.movielens`: the two GroupLens datasets, checked, with the lesson's split)."""
+
+from jaxlearn.collab.models import (EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel, emb_size,
+                                    sigmoid_range, uniform_between)
+from jaxlearn.collab.movielens import (MOVIELENS_ENV, Ratings, SideInfo, TabularArrays, collab_loaders,
+                                       load_ratings, movielens_dir, split_ratings, tabular_arrays, tabular_loaders)
+
+__all__ = ["EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "TabularModel", "emb_size", "sigmoid_range",
+           "uniform_between", "MOVIELENS_ENV", "Ratings", "SideInfo", "TabularArrays", "collab_loaders",
+           "load_ratings", "movielens_dir", "split_ratings", "tabular_arrays", "tabular_loaders"]

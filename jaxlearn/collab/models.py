@@ -1,0 +1,166 @@
+"""Collaborative filtering and entity-embedding models (fast.ai 2018 lessons 4, 5 and 7) in flax.linen.
+
+Every model takes ``x`` and ``train: bool = False`` and returns one prediction per example, shape (B,), to be
+trained with a mean-squared-error loss on the ratings (:func:`jaxlearn.losses.mse`). The
+collaborative-filtering models take x int32 (B, 2) ``[user, item]`` indices
+(:func:`jaxlearn.collab.movielens.collab_loaders`); :class:`TabularModel` takes the pair ``(cats, conts)``:
+int32 categorical codes (B, n_cat) and float32 continuous columns (B, n_cont).
+
+* :class:`EmbeddingDot`: ``r̂ = u·m`` (lesson 5's first model, the Excel sheet's).
+* :class:`EmbeddingDotBias`: ``r̂ = σ(u·m + b_u + b_m)·(hi − lo) + lo``.
+* :class:`EmbeddingNet`: concatenated embeddings through a small MLP, then the same sigmoid range.
+* :class:`TabularModel`: lesson 4's entity embeddings (Rossmann's ``MixedInputModel``): one embedding per
+  categorical column, BatchNorm'd continuous columns, Dense→ReLU→BatchNorm→Dropout blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jaxlearn.nn.init import kaiming_normal
+from jaxlearn.nn.layers import Dropout
+from jaxlearn.nn.norms import BatchNorm
+
+__all__ = ["sigmoid_range", "uniform_between", "emb_size", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet",
+           "TabularModel"]
+
+
+def sigmoid_range(x: jax.Array, lo: float, hi: float) -> jax.Array:
+    """``σ(x)·(hi − lo) + lo``: squashes a score into the ratings' range (lesson 5: ×4+1 for 1–5 stars)."""
+    return jax.nn.sigmoid(x) * (hi - lo) + lo
+
+
+def uniform_between(lo: float, hi: float) -> nn.initializers.Initializer:
+    """Initializer drawing from U(lo, hi), like PyTorch's ``weight.data.uniform_(lo, hi)``."""
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, lo, hi)
+    return init
+
+
+def emb_size(cardinality: int) -> int:
+    """The lesson-4 notebook's embedding width: ``min(50, (cardinality + 1) // 2)``."""
+    return min(50, (cardinality + 1) // 2)
+
+
+class EmbeddingDot(nn.Module):
+    """Lesson 5's ``EmbeddingDot``: ``r̂ = u·m``, a user's factors dotted with a movie's.
+
+    Factors are initialized U(0, 0.05) as in the lesson (small, so the dot products start small).
+    """
+    n_users: int
+    n_items: int
+    n_factors: int = 50
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        init = uniform_between(0.0, 0.05)
+        u = nn.Embed(self.n_users, self.n_factors, embedding_init=init, name="user_factors")(x[:, 0])
+        m = nn.Embed(self.n_items, self.n_factors, embedding_init=init, name="item_factors")(x[:, 1])
+        return (u * m).sum(-1)
+
+
+class EmbeddingDotBias(nn.Module):
+    """Lesson 5's ``EmbeddingDotBias``: ``r̂ = σ(u·m + b_u + b_m)·(hi − lo) + lo``.
+
+    A bias per user (generous raters) and per movie (generally liked), and the sigmoid range
+    ``y_range = (lo, hi)``. As the notebook's ``get_emb``, every embedding starts U(−0.01, 0.01).
+    """
+    n_users: int
+    n_items: int
+    n_factors: int = 50
+    y_range: tuple[float, float] = (0.0, 5.5)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        users, items = x[:, 0], x[:, 1]
+        init = uniform_between(-0.01, 0.01)
+        u = nn.Embed(self.n_users, self.n_factors, embedding_init=init, name="user_factors")(users)
+        m = nn.Embed(self.n_items, self.n_factors, embedding_init=init, name="item_factors")(items)
+        b_u = nn.Embed(self.n_users, 1, embedding_init=init, name="user_bias")(users)[:, 0]
+        b_m = nn.Embed(self.n_items, 1, embedding_init=init, name="item_bias")(items)[:, 0]
+        return sigmoid_range((u * m).sum(-1) + b_u + b_m, *self.y_range)
+
+
+class EmbeddingNet(nn.Module):
+    """Lesson 5's ``EmbeddingNet`` with lesson 7's fix (dropout only while training):
+    ``r̂ = σ(W₂·drop_p2(relu(W₁·drop_p1([u, m]) + c₁)) + c₂)·(hi − lo) + lo``.
+
+    The Dense layers' biases take the place of the separate user / movie biases. Embeddings start
+    U(−0.01, 0.01) as the notebook's ``get_emb``; ``p1=0.05, p2=0.5`` are the notebook's.
+    """
+    n_users: int
+    n_items: int
+    n_factors: int = 50
+    n_hidden: int = 10
+    p1: float = 0.05
+    p2: float = 0.5
+    y_range: tuple[float, float] = (0.0, 5.5)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        init = uniform_between(-0.01, 0.01)
+        u = nn.Embed(self.n_users, self.n_factors, embedding_init=init, name="user_factors")(x[:, 0])
+        m = nn.Embed(self.n_items, self.n_factors, embedding_init=init, name="item_factors")(x[:, 1])
+        h = Dropout(self.p1)(jnp.concatenate([u, m], axis=-1), train)
+        h = Dropout(self.p2)(nn.relu(nn.Dense(self.n_hidden)(h)), train)
+        return sigmoid_range(nn.Dense(1)(h)[:, 0], *self.y_range)
+
+
+class TabularModel(nn.Module):
+    """Lesson 4's entity-embedding model (fastai 0.7's ``MixedInputModel``) for inputs ``(cats, conts)``:
+    int32 categorical codes (B, n_cat) and float32 continuous columns (B, n_cont).
+
+    * column j's code goes through an embedding of ``cardinalities[j] + 1`` rows and :func:`emb_size` columns;
+      the extra last row is "unknown" and takes every code outside 0..cardinality−1 (e.g. −1). Embeddings
+      start U(−2/(d+1), 2/(d+1)) for width d (fastai 0.7's ``emb_init``), then ``Dropout(emb_drop)``;
+    * the ``n_cont`` continuous columns go through BatchNorm;
+    * both, concatenated, through ``Dense(n) → ReLU → BatchNorm → Dropout(p)`` for each ``n, p`` in
+      ``layers, ps`` (Kaiming-normal weights; ``use_bn=False`` drops the BatchNorms);
+    * then ``Dense(1)``, squashed by :func:`sigmoid_range` when ``y_range`` is given.
+
+    BatchNorm uses batch statistics and updates its running ones when ``train=True`` (collection
+    ``batch_stats``, which must then be mutable), and the running ones otherwise.
+    """
+    cardinalities: Sequence[int]
+    n_cont: int
+    layers: Sequence[int] = (1000, 500)
+    ps: Sequence[float] = (0.001, 0.01)
+    emb_drop: float = 0.04
+    y_range: tuple[float, float] | None = None
+    use_bn: bool = True
+
+    @nn.compact
+    def __call__(self, x: tuple[jax.Array, jax.Array], train: bool = False) -> jax.Array:
+        if len(self.layers) != len(self.ps):
+            raise ValueError(f"TabularModel: {len(self.layers)} layers but {len(self.ps)} dropout ps")
+        if not isinstance(x, (tuple, list)) or len(x) != 2:
+            raise ValueError("TabularModel takes the pair (cats, conts): int32 categorical codes (B, n_cat) and "
+                             "float32 continuous columns (B, n_cont)")
+        cats, conts = x
+        n_cat = len(self.cardinalities)
+        if cats.shape[-1] != n_cat or conts.shape[-1] != self.n_cont:
+            raise ValueError(f"TabularModel: inputs have {cats.shape[-1]} categorical and {conts.shape[-1]} "
+                             f"continuous columns, expected {n_cat} and {self.n_cont}")
+        cats = cats.astype(jnp.int32)
+        parts = []
+        for j, card in enumerate(self.cardinalities):
+            width = emb_size(card)
+            scale = 2 / (width + 1)
+            codes = jnp.where((cats[:, j] >= 0) & (cats[:, j] < card), cats[:, j], card)
+            parts.append(nn.Embed(card + 1, width, embedding_init=uniform_between(-scale, scale),
+                                  name=f"embedding_{j}")(codes))
+        h = Dropout(self.emb_drop)(jnp.concatenate(parts, axis=-1), train) if parts else None
+        if self.n_cont:
+            conts = BatchNorm(name="cont_norm")(conts, use_running_average=not train)
+            h = conts if h is None else jnp.concatenate([h, conts], axis=-1)
+        for n, p in zip(self.layers, self.ps):
+            h = nn.relu(nn.Dense(n, kernel_init=kaiming_normal())(h))
+            if self.use_bn:
+                h = BatchNorm()(h, use_running_average=not train)
+            h = Dropout(p)(h, train)
+        out = nn.Dense(1, kernel_init=kaiming_normal())(h)[:, 0]
+        return out if self.y_range is None else sigmoid_range(out, *self.y_range)
