@@ -192,6 +192,7 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
     learn = Learner(model, dls, loss_fn=cross_entropy,
                     optimizer=partial(torch_adam, weight_decay=rung.weight_decay), lr=lr,
                     metrics=[metrics.accuracy], seed=args.seed, steps_per_call=dls.train.n_batches)
+    health = runs.diagnose(learn, args, rung.name)
     init_loss = learn.evaluate()["loss"]
     history: list[dict] = []
     t0 = time.perf_counter()
@@ -214,7 +215,8 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
            "vocab_size": len(dls.info["vocab"]),
            "schedule": " + ".join(f"{p.epochs} {p.schedule}" for p in phases), "batch_size": rung.batch_size,
            "n_train": len(dls.train), "params": sum(a.size for a in jax.tree.leaves(learn.state.params)),
-           "history": history}
+           "history": history,
+           **({"health": health} if health else {})}
     return learn, row
 
 

@@ -185,9 +185,11 @@ def mean_predictor_mse(dls: DataLoaders) -> float:
     return float(np.mean((y_valid - y_train.mean()) ** 2))
 
 
-def train(recipe: Recipe, seed: int, learn: Learner | None = None) -> tuple[dict, Learner]:
+def train(recipe: Recipe, seed: int, learn: Learner | None = None, args: argparse.Namespace | None = None
+          ) -> tuple[dict, Learner]:
     """Fit ``recipe`` (on ``learn`` if given, e.g. after an LR range test) and return its result row."""
     learn = learn or make_learner(recipe, seed)
+    health = runs.diagnose(learn, args, f"{recipe.dataset} {recipe.model} {recipe.recipe}") if args else None
     initial = learn.evaluate()["mse"]
     history = MetricsCB(show=False)
     t0 = time.perf_counter()
@@ -203,7 +205,8 @@ def train(recipe: Recipe, seed: int, learn: Learner | None = None) -> tuple[dict
            "valid_mse_per_epoch": [r["valid_mse"] for r in history.history],
            "settings": {k: v for k, v in asdict(recipe).items() if k not in ("dataset", "model", "lesson_mse", "target")
                         and (k != "tabular_layers" or recipe.model == "TabularModel")} | {"seed": seed},
-           "params": sum(a.size for a in jax.tree.leaves(learn.state.params)), "seconds": seconds}
+           "params": sum(a.size for a in jax.tree.leaves(learn.state.params)), "seconds": seconds,
+           **({"health": health} if health else {})}
     return row, learn
 
 
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             learn = make_learner(recipe, args.seed)
             finder = lr_find(learn, plot_path=out / "lr_find.png")  # puts the state back afterwards
             lr_suggestion = finder.suggestion
-        row, learn = train(recipe, args.seed, learn)
+        row, learn = train(recipe, args.seed, learn, args)
         rows.append(row)
         print(f"{row['dataset']:16s} {row['model']:17s} {recipe.recipe:9s} valid MSE {row['valid_mse']:.4f} "
               f"(lesson {fmt(row['lesson_mse'], 3)}, mean predictor {row['mean_predictor_mse']:.4f}) "

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     learn = Learner(model, dls, optimizer=partial(momentum, beta=0.9, lerp=False), lr=args.lr, seed=args.seed,
                     callbacks=[metrics, BatchTransformCB(normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)),
                                ParamSchedulerCB("learning_rate", lambda n: one_cycle(args.lr, n))])
+    health = runs.diagnose(learn, args)
     t0 = time.perf_counter()
     learn.fit(args.epochs, callbacks=[ProgressCB(plot_path=args.out / "loss.png")])
     seconds = time.perf_counter() - t0
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"(lesson 17: {LESSON_ACCURACY:.3f} after 3+1 epochs) in {seconds:.1f} s")
     results = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "lesson_accuracy": LESSON_ACCURACY,
                "epochs": args.epochs, "batch_size": args.bs, "lr": args.lr, "seed": args.seed,
-               "n_train": len(dls.train), "quick": args.quick, "seconds": seconds, "history": metrics.history}
+               "n_train": len(dls.train), "quick": args.quick, "seconds": seconds, "history": metrics.history,
+               **({"health": health} if health else {})}
     runs.write_json(args.out / "results.json", results)
     return results
 

@@ -173,7 +173,8 @@ def health(stats: dict) -> dict:
     return out
 
 
-def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, steps_per_call: int) -> list[dict]:
+def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, steps_per_call: int,
+             args: argparse.Namespace | None = None) -> list[dict]:
     (x, y), test = data["train"], data["test"]
     if n_train is not None:
         x, y = x[:n_train], y[:n_train]
@@ -187,6 +188,8 @@ def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, 
     prefix = out / rung.name
     t0 = time.perf_counter()
     extra: dict = {}
+    if args is not None and (health := runs.diagnose(learn, args, rung.name)):
+        extra["health"] = health
     if rung.init == "lsuv":
         xb = dls.train.transform(dls.train.x[:min(1024, len(dls.train))])
         xb = normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)(xb) if rung.normalize_input else xb
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in [n for n in RUNGS if n in args.rungs]:
         print(f"== {name}: {RUNGS[name].notes}")
         rung = with_overrides(RUNGS[name], args.epochs, args.bs, args.lr)
-        new_rows += run_rung(rung, data, args.out, args.seed, args.n_train, args.steps_per_call)
+        new_rows += run_rung(rung, data, args.out, args.seed, args.n_train, args.steps_per_call, args)
     total = time.perf_counter() - t0
     for r in new_rows:
         r["command"] = command.strip()

@@ -60,7 +60,7 @@ DEEP_CONFIGS = [
 ]
 
 
-def run_ladder(splits, steps: int, seed: int, out: Path):
+def run_ladder(splits, steps: int, seed: int, out: Path, args: argparse.Namespace | None = None):
     # whole splits, scored in eval mode (BatchNorm with its running statistics) by learn.evaluate
     scored = {name: ArrayDataset(*splits[name], EVAL_BATCH) for name in ("train", "valid", "test")}
     rows, curves, trained = [], {}, {}
@@ -77,6 +77,7 @@ def run_ladder(splits, steps: int, seed: int, out: Path):
         else:
             t0 = time.perf_counter()
             learn = mm.lecture_learner(model, dls, seed=seed)
+            health = runs.diagnose(learn, args, rung.name) if args is not None else None
             losses = mm.train(learn, steps)
             seconds = time.perf_counter() - t0
             runs.check_finite(losses, f"the training loss of rung {rung.name!r}", hint=DIVERGED_HINT)
@@ -97,6 +98,7 @@ def run_ladder(splits, steps: int, seed: int, out: Path):
             "steps": steps,
             "params": mm.count_params(variables),
             "train_seconds": round(seconds, 2),  # compilation included
+            **({"health": health} if not rung.calibrated and health else {}),
         }
         row["within_tolerance"] = bool(abs(row["train_loss"] - row["lecture_train"]) <= TOLERANCE
                                        and abs(row["val_loss"] - row["lecture_val"]) <= TOLERANCE)
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     splits["vocab"] = vocab
     print({k: len(v[0]) for k, v in splits.items() if k != "vocab"})
     t0 = time.perf_counter()
-    rows, samples = run_ladder(splits, args.steps, args.seed, out)
+    rows, samples = run_ladder(splits, args.steps, args.seed, out, args)
     runs.write_json(out / "results.json", rows, indent=1)
     deep = {} if args.skip_deep else run_deep(args.diag_steps, args.seed, out)
     runs.write_json(out / "diagnostics.json", deep, indent=1)

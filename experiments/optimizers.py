@@ -91,7 +91,7 @@ def run_specs() -> list[dict]:
     ]
 
 
-def train_one(spec: dict, dls, epochs: int, seed: int) -> dict:
+def train_one(spec: dict, dls, epochs: int, seed: int, args: argparse.Namespace | None = None) -> dict:
     """Train the lesson-17 CNN with ``spec``'s optimizer; returns the row of results.json (+ losses)."""
     act = partial(GeneralRelu, leak=0.1, sub=0.4)
     model = get_model(act, norm=BatchNorm, kernel_init=kaiming_normal(a=0.1))
@@ -101,6 +101,7 @@ def train_one(spec: dict, dls, epochs: int, seed: int) -> dict:
     learn = Learner(model, dls, optimizer=spec["factory"], lr=spec["lr"], seed=seed,
                     callbacks=[metrics, BatchTransformCB(normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD))])
     print(f"\n== {spec['optimizer']}, lr {spec['lr']}")
+    health = runs.diagnose(learn, args, spec["optimizer"]) if args is not None else None
     t0 = time.perf_counter()
     learn.fit(epochs, callbacks=[losses, *extra])
     seconds = time.perf_counter() - t0
@@ -108,7 +109,7 @@ def train_one(spec: dict, dls, epochs: int, seed: int) -> dict:
     row = {"optimizer": spec["optimizer"], "lr": spec["lr"], "test_accuracy": test["accuracy"],
            "lesson_accuracy": spec["lesson_accuracy"], "test_loss": test["loss"], "epochs": epochs,
            "seconds": seconds, "note": spec["note"], "n_traces": learn.n_traces,
-           "history": metrics.history}
+           "history": metrics.history, **({"health": health} if health else {})}
     for cb in extra:
         if isinstance(cb, SGDRSnapshotCB):
             ens = snapshot_ensemble_accuracy(learn, cb.snapshots)
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             specs = [s for s in specs if any(k in s["optimizer"] for k in args.only.split(","))]
         for spec in specs:
             spec = spec if args.lr is None else {**spec, "lr": args.lr}
-            rows.append(train_one(spec, dls, args.epochs, args.seed))
+            rows.append(train_one(spec, dls, args.epochs, args.seed, args))
             runs.check_history(rows[-1]["history"], at=spec["optimizer"], hint=runs.lower_lr_hint(spec["lr"]))
         plot_losses(rows, args.out / "losses.png")
         for r in rows:

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{f' (pad {args.pad})' if args.augment else ''}; "
           f"device {device_description()}")
 
+    health = runs.diagnose(learn, args)
     losses = SmoothedLossCB()
     fit_cbs = [losses] + ([] if args.no_progress else [ProgressCB()])
     t0 = time.perf_counter()
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
                    steady_epoch_seconds=float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else None,
                    device=device_description(), jax_version=jax.__version__,
                    goal=goal, goal_met=None if goal is None or args.n_train or args.n_test else best >= goal,
-                   history=metrics.history)
+                   history=metrics.history, **({"health": health} if health else {}))
     if results["goal_met"] is not None:
         print(f"goal {goal:.3f}: {'met' if results['goal_met'] else 'NOT met'} ({best:.4f})")
     losses.plot(args.out / "loss.png")

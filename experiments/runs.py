@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,7 @@ from jaxlearn.callbacks.loggers import NON_FINITE_KEY, strict_dumps, write_json
 
 __all__ = ["experiment_parser", "ExperimentParser", "prepare_out", "prepare_run", "disable_progress_bars",
            "write_json", "strict_dumps", "check_finite", "check_history", "lower_lr_hint", "exit_on_run_error",
-           "RunError", "DivergedError", "OutputDirError", "RUNS_DIR", "DOCS_DIR", "NON_FINITE_KEY"]
+           "RunError", "DivergedError", "OutputDirError", "RUNS_DIR", "DOCS_DIR", "NON_FINITE_KEY", "diagnose"]
 
 RUNS_DIR = Path("runs")  # every run's default home (git-ignored)
 DOCS_DIR = Path("docs")  # the published results: written only with --docs
@@ -161,6 +162,9 @@ def experiment_parser(name: str, description: str | None, *, quick: Mapping[str,
     quick_help = f"a smoke run of seconds: {_as_flags(quick)} (flags given explicitly still win)"
     parser.add_argument("--quick", action="store_true", help=helps.get("quick", quick_help))
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="before training, learn.diagnose(): the training-health report, printed and written to "
+                             "health.json and the results")
     return parser
 
 
@@ -199,6 +203,22 @@ def prepare_run(args: argparse.Namespace) -> Path:
     if args.no_progress:
         disable_progress_bars()
     return out
+
+
+# --------------------------------------------------------------------------------------------- health
+
+def diagnose(learn: Any, args: argparse.Namespace, name: str = "model") -> dict | None:
+    """With ``--diagnose``: ``learn.diagnose()`` (a short trial, the Learner put back exactly) printed, added to
+    ``<out>/health.json`` under ``name`` and returned as a dict for the results; without it, None."""
+    if not getattr(args, "diagnose", False):
+        return None
+    report = learn.diagnose()
+    print(f"[{name}] {report}", flush=True)
+    health = json.loads(report.to_json())
+    path = Path(args.out) / "health.json"
+    reports = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, {**reports, name: health})
+    return health
 
 
 # ------------------------------------------------------------------------------------------- divergence

@@ -25,6 +25,7 @@ and ``--seed`` are refused.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -118,7 +119,8 @@ def savefig(fig, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ 1. memorizing
 
-def memorization(d: Data, n: int, epochs: int, chunk: int, out: Path) -> dict:
+def memorization(d: Data, n: int, epochs: int, chunk: int, out: Path,
+                 args: argparse.Namespace | None = None) -> dict:
     import matplotlib.pyplot as plt
     rng = np.random.default_rng(0)
     x, y_true = d.x[:n], d.y[:n]
@@ -126,6 +128,8 @@ def memorization(d: Data, n: int, epochs: int, chunk: int, out: Path) -> dict:
     curves = {}
     for name, y in (("random labels", y_rand), ("true labels", y_true)):
         learn = learner(MLP((512, 512)), (x, y), (d.xt, d.yt), bs=100, lr=1e-3)
+        if args is not None:  # the report on random labels: not learning for a while, the weights moving
+            runs.diagnose(learn, args, name)
         ep, rows = 0, []
         while ep < epochs:
             learn.fit(chunk, valid=False)
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     r: dict = {"settings": s}
     log("1. memorizing random labels")
-    r["memorization"] = memorization(d, s["mem_n"], s["mem_epochs"], s["mem_chunk"], args.out)
+    r["memorization"] = memorization(d, s["mem_n"], s["mem_epochs"], s["mem_chunk"], args.out, args)
     log("4. the development ladder")
     r["ladder"], correct = ladder(d, s["ladder_n_train"], s["ladder_epochs"], args.out)
     log("2. confidence intervals (the ladder's last model)")
@@ -470,6 +474,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = (f"a CPU ({os.cpu_count()} cores, {platform.machine()})" if dev.platform == "cpu"
               else f"{dev.platform} ({getattr(dev, 'device_kind', '')})")
     r.update(seconds=time.perf_counter() - t0, device=device, jax_version=jax.__version__, command=command)
+    if (args.out / "health.json").exists() and args.diagnose:
+        r["health"] = json.loads((args.out / "health.json").read_text())
     runs.write_json(args.out / "results.json", r)
     write_readme(r, args.out, len(d.yt))
     log(f"done in {r['seconds']:.0f} s: {args.out}/README.md")

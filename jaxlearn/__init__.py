@@ -31,6 +31,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "jaxlearn.callbacks.schedule": ["ParamSchedulerCB", "RecorderCB", "LayerGroupsCB"],
     "jaxlearn.callbacks.activations": ["ActivationStats"],
     "jaxlearn.callbacks.lr_finder": ["LRFinderCB", "lr_find"],
+    "jaxlearn.callbacks.health": ["HealthCB"],
+    "jaxlearn.callbacks.health_report": ["HealthReport"],
     "jaxlearn.callbacks.monitor": ["GradNormCB", "NaNGuardCB", "EarlyStoppingCB", "SmoothedLossCB", "nan_check"],
     "jaxlearn.callbacks.checkpoint": ["CheckpointCB", "restore_checkpoint"],
     "jaxlearn.callbacks.loggers": ["MetricsLoggerCB", "TensorBoardCB"],

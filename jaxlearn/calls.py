@@ -8,14 +8,18 @@ nothing new.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import jax
 
 from jaxlearn.callback import Callback
 from jaxlearn.data import DataLoaders
 from jaxlearn.metrics import Metric
-from jaxlearn.step import (Transform, compose_transforms, make_eval_call, make_eval_step, make_predict,
-                           make_train_call, make_train_step)
+from jaxlearn.step import (StepContext, Transform, compose_transforms, make_eval_call, make_eval_step,
+                           make_predict, make_train_call, make_train_step)
+from jaxlearn.trees import flatten_intermediates
 
 
 def callbacks_transform(callbacks: Sequence[Callback]) -> Transform:
@@ -43,7 +47,9 @@ def compiled_calls(cache: dict, callbacks: Sequence[Callback], total_steps: int,
     if total_steps and key not in cache:  # total_steps 0: evaluation or prediction only, no train call
         filters = [cb.capture for cb in in_step if cb.capture is not None]
         capture = (lambda mdl, method: any(f(mdl, method) for f in filters)) if filters else None
-        hooks = {f"cb{i}": cb.in_step for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
+        own = len(filters) > 1  # several filters capture at once: each hook sees only what its own selected
+        hooks = {f"cb{i}": _own_captures(cb) if own and cb.capture is not None else cb.in_step
+                 for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
         train_step = make_train_step(loss_fn, metrics, capture, hooks, perturb=any(cb.perturb for cb in in_step),
                                      compute_dtype=compute_dtype)
         schedules = {k: v for cb in scheds for k, v in cb.hyper_schedules(total_steps).items()}
@@ -54,6 +60,20 @@ def compiled_calls(cache: dict, callbacks: Sequence[Callback], total_steps: int,
                        make_predict(dls.valid.transform, transform, compute_dtype))
     hooked = {f"cb{i}": cb for i, cb in enumerate(in_step) if hasattr(cb, "in_step")}
     return cache.get(key), *cache[tfms], hooked
+
+
+def _own_captures(cb: Callback) -> Callable[[StepContext], Any]:
+    """``cb.in_step`` seeing only the intermediates ``cb.capture`` selects (the step captures the union of every
+    callback's filter). Which paths those are is read from the model's shapes when the step is traced."""
+    def in_step(ctx: StepContext) -> Any:
+        def captured(variables, x):
+            return ctx.state.apply(variables, x, True, capture_intermediates=cb.capture,
+                                   rngs={"dropout": ctx.state.rng},
+                                   mutable=["intermediates", *ctx.state.model_state])[1].get("intermediates", {})
+        names = flatten_intermediates(jax.eval_shape(captured, ctx.state.variables(), ctx.x))
+        return cb.in_step(dataclasses.replace(ctx, intermediates={k: v for k, v in ctx.intermediates.items()
+                                                                  if k in names}))
+    return in_step
 
 
 def n_traces(cache: dict) -> int:

@@ -249,6 +249,13 @@ class Learner:
         from jaxlearn.callbacks.lr_finder import suggest_lrs
         return suggest_lrs(self, start_lr, end_lr, num_it, suggest, plot)
 
+    def diagnose(self, n_batches: int = 100) -> Any:
+        """A training-health report from a short trial fit of ``n_batches`` batches, the Learner put back exactly:
+        the problems found (dead units, saturation, a high initial loss, an lr far off...), each with its layer,
+        evidence and remedy (:func:`jaxlearn.callbacks.health.diagnose`; ``HealthCB`` checks during a fit)."""
+        from jaxlearn.callbacks.health import diagnose
+        return diagnose(self, n_batches)
+
     def summary(self, print_fn: Callable[[str], Any] | None = print) -> str:
         """fastai's ``learn.summary()``: each layer's output shape and parameter count
         (:func:`jaxlearn.interpret.summary`)."""

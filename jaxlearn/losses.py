@@ -27,6 +27,11 @@ def mse(preds: jax.Array, y: jax.Array) -> jax.Array:
     return err.reshape(err.shape[0], -1).mean(1) if err.ndim > 1 else err
 
 
+def is_classification(preds: jax.ShapeDtypeStruct | jax.Array, y: jax.Array) -> bool:
+    """Integer labels with one more axis of logits: a classification (one class per example, or per step)."""
+    return preds.ndim == y.ndim + 1 and jnp.issubdtype(y.dtype, jnp.integer)
+
+
 def per_example_loss(loss_fn: Callable, preds: jax.Array, y: jax.Array) -> jax.Array:
     """``loss_fn(preds, y)``, checked to be one loss per example."""
     losses = loss_fn(preds, y)

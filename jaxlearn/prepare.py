@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlearn.checks import describe
-from jaxlearn.losses import cross_entropy, per_example_loss
+from jaxlearn.losses import cross_entropy, is_classification, per_example_loss
 from jaxlearn.metrics import Metric, accuracy
 from jaxlearn.optim.loss_scaling import mixed_precision
 from jaxlearn.step import CARRY, TrainState, create_train_state, takes_train_flag
@@ -51,24 +51,20 @@ def initial_carry(model: nn.Module, ds, batch_size: int, seed: int) -> PyTree:
     return variables[CARRY]
 
 
-def _is_classification(preds: jax.ShapeDtypeStruct, y: jax.Array) -> bool:
-    return preds.ndim == y.ndim + 1 and jnp.issubdtype(y.dtype, jnp.integer)
-
-
 def _output_shape(state: TrainState, ds) -> jax.ShapeDtypeStruct:
     return jax.eval_shape(lambda s, x: s.apply(s.variables(), x, False, mutable=[CARRY])[0], state, _sample(ds, 2))
 
 
 def default_metrics(state: TrainState, ds) -> list[Metric]:
     """Accuracy for integer class labels; none otherwise (the loss is always reported)."""
-    return [accuracy] if _is_classification(_output_shape(state, ds), ds.y) else []
+    return [accuracy] if is_classification(_output_shape(state, ds), ds.y) else []
 
 
 def check_loss_and_targets(state: TrainState, dls, loss_fn: Callable) -> None:
     """Labels must fit the model's outputs and the loss: caught here, not as a silently wrong loss later."""
     preds = _output_shape(state, dls.train)
     y = dls.train.y
-    classification = _is_classification(preds, y)
+    classification = is_classification(preds, y)
     if loss_fn is cross_entropy and not classification:
         raise ValueError(f"cross_entropy needs one integer class label per example (per time step): the model "
                          f"outputs {tuple(preds.shape[1:])} {preds.dtype} per example, the labels are "

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["fashion_mnist", "lesson17", "optimizers", "makemore", "resnet", "why_it_works", "collab", "char_rnn"]
-COMMON_FLAGS = ["--epochs", "--bs", "--lr", "--seed", "--out", "--docs", "--quick", "--no-progress"]
+COMMON_FLAGS = ["--epochs", "--bs", "--lr", "--seed", "--out", "--docs", "--quick", "--no-progress", "--diagnose"]
 ENV = {**os.environ, "MPLBACKEND": "Agg"}
 
 
@@ -110,10 +110,13 @@ def test_lesson17_overrides_every_rung():
 
 
 def test_fashion_mnist_quick_run(tmp_path, repository_untouched):
-    proc = run("fashion_mnist", "--quick", "--no-progress", "--out", str(tmp_path))
+    proc = run("fashion_mnist", "--quick", "--no-progress", "--diagnose", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     results = strict_json(tmp_path / "results.json")
     assert (results["epochs"], results["n_train"], results["quick"]) == (1, 1024, True)
+    # --diagnose: the training-health report, printed, in the results and in health.json
+    assert "Training health:" in proc.stdout and results["health"]["seen"]["steps"] == 100
+    assert strict_json(tmp_path / "health.json")["model"] == results["health"]
     assert 0.1 < results["test_accuracy"] <= 1 and (tmp_path / "loss.png").stat().st_size > 1000
     assert "it/s]" not in proc.stderr and "epochs:" not in proc.stderr  # no tqdm bars
 

@@ -31,5 +31,6 @@ def test_the_tour_runs_as_written(monkeypatch, tmp_path):
     for name in ("lr_find.png", "loss.png", "confusion.png", "top_losses.png", "fashion_cnn/export.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert 0 < namespace["lrs"].valley < 10
+    assert not namespace["report"].critical and namespace["report"].seen["steps"] == 100
     assert namespace["learn"].epochs_done == 3
     assert namespace["interp"].confusion_matrix().sum() == 1000

@@ -6,8 +6,9 @@
 * :mod:`~jaxlearn.callbacks.lr_finder` — the learning-rate range test and fastai's suggestions;
 * :mod:`~jaxlearn.callbacks.activations` and :mod:`~jaxlearn.callbacks.stats` — miniai's ActivationStats
   and the in-step reductions behind it;
-* :mod:`~jaxlearn.callbacks.monitor` — training health: gradient norms, the NaN guard, early stopping, the
-  smoothed loss;
+* :mod:`~jaxlearn.callbacks.monitor` — gradient norms, the NaN guard, early stopping, the smoothed loss;
+* :mod:`~jaxlearn.callbacks.health` — the training-health report (``HealthCB``, ``learn.diagnose()``), with its
+  probe in the step (:mod:`~jaxlearn.callbacks.health_probe`), rules and report;
 * :mod:`~jaxlearn.callbacks.checkpoint` (with :mod:`~jaxlearn.callbacks.checkpoint_files`),
   :mod:`~jaxlearn.callbacks.loggers`, :mod:`~jaxlearn.callbacks.snapshots` — what a run writes to disk;
 * :mod:`~jaxlearn.callbacks.plots` — the figures of what they record.
@@ -25,6 +26,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "jaxlearn.callbacks.schedule": ["ParamSchedulerCB", "RecorderCB", "LayerGroupsCB", "fit_one_cycle"],
     "jaxlearn.callbacks.lr_finder": ["LRFinderCB", "lr_find", "suggest_lrs", "valley", "minimum"],
     "jaxlearn.callbacks.activations": ["ActivationStats"],
+    "jaxlearn.callbacks.health": ["HealthCB", "diagnose"],
+    "jaxlearn.callbacks.health_report": ["HealthReport", "Finding"],
+    "jaxlearn.callbacks.health_rules": ["HealthThresholds"],
     "jaxlearn.callbacks.monitor": ["GradNormCB", "NaNGuardCB", "nan_check", "NanCheckResult", "EarlyStoppingCB",
                                    "SmoothedLossCB", "smooth"],
     "jaxlearn.callbacks.checkpoint": ["CheckpointCB", "save_checkpoint", "restore_checkpoint", "latest_step",

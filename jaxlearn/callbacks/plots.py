@@ -173,3 +173,4 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] = (), colors
         fig.suptitle(title)
     fig.tight_layout()
     return save(fig, path)
+

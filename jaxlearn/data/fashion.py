@@ -168,6 +168,7 @@ def fashion_mnist(manual_dir: str | os.PathLike | None = None, data_dir: str | o
     """
     manual_dir = manual_dir or os.environ.get(FASHION_MNIST_ENV)
     checked = check_fashion_mnist_dir(manual_dir) if manual_dir else None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines (its oneDNN banner) at import
     try:
         import tensorflow_datasets as tfds
     except ImportError:

@@ -23,7 +23,7 @@ What they do inside: :mod:`jaxlearn.text.diagnostics`; generating text: :mod:`ja
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -161,14 +161,16 @@ class _StackStep(nn.Module):
     n_layers: int
     dropout: float
     deterministic: bool
+    recurrent_init: Callable | None = None
 
     @nn.compact
     def __call__(self, carry: tuple[Carry, ...], x: jax.Array) -> tuple[tuple[Carry, ...], jax.Array]:
         new_carry = []
+        init = {} if self.recurrent_init is None else {"recurrent_kernel_init": self.recurrent_init}
         for layer in range(self.n_layers):
             if layer > 0:
                 x = nn.Dropout(self.dropout, deterministic=self.deterministic)(x)
-            state, x = CELLS[self.cell](self.n_hidden, name=f"layer_{layer}")(carry[layer], x)
+            state, x = CELLS[self.cell](self.n_hidden, name=f"layer_{layer}", **init)(carry[layer], x)
             if not self.is_initializing():
                 x = self.perturb(f"h_{layer}", x)
                 state = (state[0], x) if self.cell == "lstm" else x
@@ -212,6 +214,7 @@ class StatefulCharRnn(nn.Module):
     n_layers: int = 1
     dropout: float = 0.0
     unroll: int = 1
+    recurrent_init: Callable | None = None  # the cells' hidden-to-hidden init (default: flax's orthogonal)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -228,8 +231,8 @@ class StatefulCharRnn(nn.Module):
         emb = nn.Embed(self.vocab_size, self.n_fac, name="e")(x)
         stack = nn.map_variables(_scan_stack(self.unroll), "params", init=self.is_initializing(),
                                  trans_in_fn=lambda p: jax.tree.map(fusion_fence, p))  # see fusion_fence
-        h_final, out = stack(self.cell, self.n_hidden, self.n_layers, self.dropout,
-                             deterministic=not train, name="rnn")(h0, emb)
+        h_final, out = stack(self.cell, self.n_hidden, self.n_layers, self.dropout, deterministic=not train,
+                             recurrent_init=self.recurrent_init, name="rnn")(h0, emb)
         if carry is not None and self.is_mutable_collection(CARRY) and not self.is_initializing():
             carry.value = jax.lax.stop_gradient(h_final)
         return nn.Dense(self.vocab_size, name="l_out")(out)
