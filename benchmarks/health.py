@@ -5,6 +5,7 @@ the right layer, stay silent on healthy runs, and does its top remedy work? And 
     python benchmarks/health.py                  # every configuration, 3 seeds, and the overhead: ~40 min, 2 cores
     python benchmarks/health.py --seeds 1 --only raw_0_255 lr_1e-6   # a look at a few
     python benchmarks/health.py --docs           # also publish docs/health/ (the table and a few report figures)
+    python benchmarks/health.py --publish run.json   # publish docs/health/ from a finished run's results
 
 For each broken configuration and seed: ``diagnose(100)`` on the broken run and on its twin; the broken run is
 *found* when a problem of its class is among the findings (``recall``), its layer is *named* when the first such
@@ -89,7 +90,7 @@ class MLP(nn.Module):
     init_scale: float | None = None  # None: Kaiming (gain 5/3 for tanh); else N(0, init_scale)
     bias: float = 0.0
     widths: tuple[int, ...] = (128, 64, 64, 64)
-    last_scale: float = 1.0
+    last_scale: float = 1.0  # the output layer's init scale (30: confident logits; 0.01: makemore's fix)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -100,8 +101,7 @@ class MLP(nn.Module):
             init = nn.initializers.variance_scaling(gain ** 2, "fan_in", "normal") if self.init_scale is None \
                 else nn.initializers.normal(self.init_scale)
             h = fn(nn.Dense(w, kernel_init=init, bias_init=nn.initializers.constant(self.bias))(h))
-        out = nn.Dense(10, kernel_init=nn.initializers.lecun_normal())(h)
-        return out * self.last_scale
+        return nn.Dense(10, kernel_init=nn.initializers.variance_scaling(self.last_scale ** 2, "fan_in", "normal"))(h)
 
 
 def fmnist_learner(k: dict, seed: int) -> Learner:
@@ -187,7 +187,7 @@ def collab_learner(k: dict, seed: int) -> Learner:
 
 
 FAMILIES = {"fmnist": fmnist_learner, "makemore": makemore_learner, "rnn": rnn_learner, "collab": collab_learner}
-TRAIN_STEPS = {"fmnist": 200, "makemore": 10_000, "rnn": 300, "collab": 600}  # for remedy success
+TRAIN_STEPS = {"fmnist": 400, "makemore": 10_000, "rnn": 600, "collab": 600}  # for remedy success
 
 
 # -------------------------------------------------------------------------------------- configurations
@@ -225,8 +225,8 @@ CONFIGS = [
     cfg("lr_10x", "fmnist", {**CNN, "lr": 2.0}, CNN, LR_HIGH, note="10x the finder's lr"),
     cfg("lr_100x", "fmnist", {**CNN, "lr": 20.0}, CNN, LR_HIGH, note="100x the finder's lr"),
     cfg("lr_1e-6", "fmnist", {**CNN, "lr": 1e-6}, CNN, LR_LOW),
-    cfg("adam_high_lr", "fmnist", {**CNN, "opt": "adam", "lr": 0.1}, {**CNN, "opt": "adam", "lr": 3e-3},
-        LR_HIGH, note="Adam at 0.1, no warmup"),
+    cfg("adam_high_lr", "fmnist", {**MLP_RELU, "opt": "adam", "lr": 0.1},
+        {**MLP_RELU, "opt": "adam", "lr": 1e-3}, LR_HIGH, note="the MLP, Adam at 0.1, no warmup"),
     cfg("labels_shuffled", "fmnist", {**CNN, "labels": "shuffled"}, CNN, {"not_learning"}),
     cfg("softmax_twice", "fmnist", {**CNN, "softmax_twice": True}, CNN,
         {"outputs_are_probabilities", "not_learning"},
@@ -257,10 +257,10 @@ CONFIGS = [
     cfg("collab_no_range", "collab", {"model": "dot"}, {}, {"high_initial_loss"},
         note="lesson 5's EmbeddingDot: no biases, no sigmoid range"),
     cfg("collab_lr_high", "collab", {"lr": 3.0}, {}, LR_HIGH),
-    cfg("collab_weight_decay_huge", "collab", {"wd": 100.0}, {}, {"not_learning"}),
+    cfg("collab_weight_decay_huge", "collab", {"wd": 100.0}, {}, {"not_learning", "update_ratio_high"}),
     cfg("overfit_small_data", "fmnist", {**MLP_RELU, "n_train": 300, "bs": 32, "lr": 0.05},
-        {**MLP_RELU, "n_train": 300, "bs": 32, "lr": 0.05, "opt": "adamw", "wd": 1.0}, {"overfitting"}, fit_epochs=25,
-        note="300 images, 25 epochs, checked by HealthCB"),
+        {**MLP_RELU, "n_train": 10_000, "bs": 32, "lr": 0.05}, {"overfitting"}, fit_epochs=25,
+        note="300 images, 25 epochs, checked by HealthCB; twin: 10,000 images"),
 ]
 CONTROLS = {  # the courses' own healthy recipes
     "lesson17_bn_cnn": ("fmnist", CNN),
@@ -323,23 +323,24 @@ def remedied(config: Config, finding, seed: int) -> Learner | None:
              **({"norm": True} if k.get("model", "cnn") == "cnn" and k.get("init") != "zeros" else {})}
     elif p == "saturated_units":
         k = {"rung": 3} if family == "makemore" and "rung" in k else \
-            {"deep": {}} if family == "makemore" else {**k, "init_scale": None}
+            {"deep": {}} if family == "makemore" else \
+            {**k, "init_scale": None, **({"act": "relu"} if ev.get("activation") == "sigmoid" else {})}
+    elif p == "update_ratio_high" and ev.get("likely_cause") == "weight decay":
+        k = {**k, "wd": 0.0}
     elif p in ("update_ratio_high", "update_ratio_low", "oscillating_loss", "diverged") or \
             (p == "not_learning" and ev.get("likely_cause") == "lr too low"):
         learn = build(family, k, seed)
         k["lr"] = float(learn.lr_find(plot=False).valley)
         if family == "makemore":
             k["rung"] = k.get("rung", 3)
-    elif p == "exploding_gradients" and finding.layer is not None:  # through time: the hidden matrix's init
-        k = {**k, "identity": True}
+    elif p == "exploding_gradients" and finding.layer is not None:  # through time: the hidden matrix at gain 1
+        k = {**k, "gain": 1.0}
     elif p == "exploding_gradients":
         k = {**k, "clip": 1.0}
     elif p == "outputs_are_probabilities":
         k = {kk: v for kk, v in k.items() if kk != "softmax_twice"}
     elif p == "not_learning":  # the weights move: the labels or the loss
         k = {kk: v for kk, v in k.items() if kk not in ("labels", "softmax_twice", "wd")}
-    elif p == "overfitting":
-        k = {**k, "opt": "adamw", "wd": 1.0}
     else:
         return None
     return build(family, k, seed)
@@ -377,8 +378,7 @@ def run_config(config: Config, seed: int, out: list) -> None:
             ok = abs(a["loss"] - b["loss"]) <= 0.05 or ("accuracy" in a and abs(a["accuracy"] - b["accuracy"]) <= 0.02)
             row.update(remedy=top.problem, remedied=a, twin_trained=b,
                        remedy_success=bool(ok and math.isfinite(a["loss"])))
-    elif top is not None:
-        row.update(remedy=top.problem, remedy_success=True)  # the overfitting twin is the remedy applied
+
     row["seconds"] = round(time.perf_counter() - t0, 1)
     out.append(row)
     print(f"{config.name:26s} seed {seed}: {'FOUND' if row['found'] else 'missed'} {row['problems']} | twin "
@@ -483,7 +483,12 @@ def main(argv=None) -> int:
     p.add_argument("--overhead-reps", type=int, default=8, help="paired one-epoch fits (0: skip)")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "health.json")
     p.add_argument("--docs", action="store_true", help="also write docs/health/")
+    p.add_argument("--publish", type=Path, help="write docs/health/ from this results file, running nothing")
     args = p.parse_args(argv)
+    if args.publish:
+        result = json.loads(args.publish.read_text())
+        write_docs(result, result["runs"], result["controls"])
+        return 0
     if args.seeds < 1:
         p.error(f"--seeds must be positive, got {args.seeds}")
     configs = [c for c in CONFIGS if not args.only or c.name in args.only]

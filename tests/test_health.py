@@ -97,7 +97,7 @@ def test_a_half_silent_relu_layer_is_not_dead():
     assert "dead_units" not in problems(o)
 
 
-@pytest.mark.parametrize("share, found", [(0.05, False), (0.2, False), (0.3, True), (0.9, True)])
+@pytest.mark.parametrize("share, found", [(0.05, False), (0.2, False), (0.4, True), (0.9, True)])
 def test_saturation(share, found):
     layer = {"fires": np.ones((60, 8)), "saturated": np.full((60, 8), share), "mean": np.zeros(60),
              "std": np.full(60, 0.6)}

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.callback import CancelFitException, LearnerLike, StepRecorder
-from jaxlearn.callbacks.health_probe import ActivationLayer, activation_map, measure
+from jaxlearn.callbacks.health_probe import ActivationLayer, activation_map, measure, parameter_order
 from jaxlearn.callbacks.health_report import HealthReport
 from jaxlearn.callbacks.health_rules import HealthThresholds, Observations, diagnose_observations, unique
 from jaxlearn.losses import is_classification
@@ -86,8 +86,12 @@ class HealthCB(StepRecorder):
         x = jax.tree.map(lambda a: jax.ShapeDtypeStruct((2, *a.shape[1:]), a.dtype), ds.x)
         tfm = learn.batch_transform()
         x = jax.eval_shape(lambda x: tfm(ds.transform(x), True, jax.random.key(0)), x)
-        self.activations = activation_map(lambda v, x, **kw: learn.state.apply(v, x, False, **kw),
-                                          _shapes(learn.state.variables()), x)
+        apply = lambda v, x, **kw: learn.state.apply(v, x, False, **kw)  # noqa: E731
+        variables = _shapes(learn.state.variables())
+        self.activations = activation_map(apply, variables, x)
+        shapes = {k: np.shape(v) for k, v in named_leaves(learn.state.params).items()}
+        self._weights = [n for n in parameter_order(apply, variables, x)  # makemore's: the matrices, in order
+                         if len(shapes[n]) >= 2 and min(math.prod(shapes[n][:-1]), shapes[n][-1]) > 1]
 
     # ------------------------------------------------------------------------------------- in the step
     def in_step(self, ctx: StepContext) -> jax.Array:
@@ -112,8 +116,6 @@ class HealthCB(StepRecorder):
         self._losses: list[np.ndarray] = []  # every step's loss and step, read back so far
         self._probes: list[dict] = []         # the probed steps' measurements, read back so far
         self._done, self._checked_early = 0, False
-        self._weights = [n for n, v in named_leaves(learn.state.params).items()  # makemore's: the matrices
-                         if np.ndim(v) >= 2 and min(np.shape(v)) > 1]
         self.chance, self.prior_chance, self.classification = chance_levels(learn)
         self.integer_inputs = all(np.issubdtype(a.dtype, np.integer) for a in jax.tree.leaves(learn.dls.train.x))
         self.not_checked: list[str] = []

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlearn.step import StepContext
-from jaxlearn.trees import PERTURBATIONS, flatten_intermediates, named_leaves
+from jaxlearn.trees import PERTURBATIONS, flatten_intermediates, named_leaves, path_name
 
 TANH_SATURATED = 0.97  # makemore part 3: |tanh| > 0.97 counts as saturated
 SIGMOID_SATURATED = 0.03  # the same margin for a sigmoid: outside (0.03, 0.97)
@@ -137,6 +137,22 @@ def activation_map(apply_fn: Callable, variables: Mapping, x: Any, **apply_kwarg
             found[name] = ActivationLayer(kind, "pre")
             covered.add(var)
     return found
+
+
+def parameter_order(apply_fn: Callable, variables: Mapping, x: Any, **apply_kwargs: Any) -> list[str]:
+    """The params' names (``'Dense_0/kernel'``) in the order the forward pass first uses them, read from its jaxpr:
+    input to output, whatever the names sort to (flax keeps params sorted by name)."""
+    closed = jax.make_jaxpr(lambda v, x: apply_fn(v, x, **apply_kwargs))(variables, x)
+    leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+    name_of = {closed.jaxpr.invars[i]: path_name(path[1:]) for i, (path, _) in enumerate(leaves)
+               if getattr(path[0], "key", None) == "params"}
+    first: dict[str, int] = {}
+    for step, eqn in enumerate(closed.jaxpr.eqns):
+        for v in eqn.invars:
+            if isinstance(v, jex_core.Var) and v in name_of:
+                first.setdefault(name_of[v], step)
+    names = list(name_of.values())
+    return sorted(names, key=lambda n: first.get(n, len(closed.jaxpr.eqns)))
 
 
 # ------------------------------------------------------------------------------------------ in the step

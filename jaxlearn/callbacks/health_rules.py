@@ -32,8 +32,8 @@ class HealthThresholds:
     dead_fire: float = 0.01            # a unit firing on less than 1% of its positions over the window is dead
     dead_share: float = 0.3            # a layer with this share of dead units (SageMaker flags 50%)
     dead_share_critical: float = 0.7
-    saturated_share: float = 0.25      # a tanh / sigmoid layer with this share of saturated activations
-    saturated_share_critical: float = 0.6  # (makemore: ~5% healthy, first layer ~20%)
+    saturated_share: float = 0.35      # a tanh / sigmoid layer with this share of saturated activations
+    saturated_share_critical: float = 0.6  # (makemore: ~5% healthy, the first layer ~20% at gain 5/3)
     activation_ratio: float = 5.0      # std of an activation layer vs the first: shrunk / grown this much
     grad_ratio: float = 1e-3           # first weight's gradient RMS / the last's below this (AutoTrainer's ratio)
     grad_norm_growth: float = 100.0    # the gradient norm this many times its first value
@@ -43,8 +43,9 @@ class HealthThresholds:
     last_layer_allowance: float = 1.0  # the output layer starts small on purpose (makemore: W2 * 0.01): its
     #                                   ratio runs ~10x the others' (the lecture's plot), so it gets this much more
     update_ratio_low: float = -5.0     # ... below
-    update_ratio_first: float = 0.0    # the first steps' updates larger than the weights themselves, and
-    weight_growth: float = 10.0        # ... the weights' RMS this many times its start: the lr blew them up
+    update_ratio_first: float = -0.5   # the first steps' updates a third of the weights' size or more (not the
+    weight_growth: float = 3.0         # output layer's), and the weights' RMS this many times its start: the lr
+    weight_shrink: float = 0.1         # the weights' RMS down to this share of its start: the weight decay
     learning_drop: float = 0.05        # the loss fell less than 5% of the way from its start to zero, and
     chance_margin: float = 0.95        # ... stays above 95% of chance
     min_steps: int = 30                # the loss-stream rules need this many steps
@@ -137,10 +138,13 @@ def check_activations(obs: Observations, t: HealthThresholds) -> list[Finding]:
         else:
             saturated = float(_window(s["saturated"], t.window).mean())
             if saturated >= t.saturated_share:
+                remedy = None if layer.kind == "tanh" else (
+                    "ReLU / GeneralRelu instead of sigmoid in the hidden layers (its slope is at most 0.25), "
+                    "kaiming_normal init")
                 out.append(finding("saturated_units",
                                    "critical" if saturated >= t.saturated_share_critical else "warning", name,
                                    {"saturated": saturated, "activation": layer.kind,
-                                    "threshold": f"{t.saturated_share:.0%} of activations"}))
+                                    "threshold": f"{t.saturated_share:.0%} of activations"}, remedy=remedy))
     for kind in ("relu", "tanh", "sigmoid"):  # layer over layer: only layers of one kind compare
         same = [(n, s) for n, s in stds if obs.activations[n].kind == kind]
         if len(same) < 3 or same[0][1] <= 0:
@@ -185,11 +189,12 @@ def check_gradients(obs: Observations, t: HealthThresholds) -> list[Finding]:
                                remedy="the hidden-to-hidden matrix at gain 1 (text.identity_init, or flax's "
                                       "orthogonal), or an LSTM / GRU; optax.clip_by_global_norm(1.0) and a smaller "
                                       "bptt against single spikes"))
-    weights = [w for w in weights if np.median(params[w]["rms"][:5]) > 1e-6]  # a zero weight has no scale
-    if weights and len(obs.steps) >= 5:
+    weights = [w for w in weights if params[w]["rms"][0] > 1e-6]  # a weight that starts at zero has no scale
+    inner = weights[:-1] or weights  # the output layer starts small on purpose (see last_layer_allowance)
+    if inner and len(obs.steps) >= 5:
         first = float(np.median([np.max(np.log10(np.maximum(params[w]["update_std"][:5], 1e-30)
-                                                 / np.maximum(params[w]["std"][:5], 1e-30))) for w in weights]))
-        growth = float(np.median([params[w]["rms"][-1] / max(params[w]["rms"][0], 1e-30) for w in weights]))
+                                                 / np.maximum(params[w]["std"][:5], 1e-30))) for w in inner]))
+        growth = float(np.median([params[w]["rms"][-1] / max(params[w]["rms"][0], 1e-30) for w in inner]))
         if first > t.update_ratio_first and growth > t.weight_growth:
             out.append(finding("update_ratio_high", "critical", None,
                                {"log10_update_data_first_steps": first, "weights_grew": growth,
@@ -203,8 +208,14 @@ def check_gradients(obs: Observations, t: HealthThresholds) -> list[Finding]:
         allowance = t.last_layer_allowance if w == weights[-1] else 0.0
         if med > t.update_ratio_high + allowance:
             critical = med > t.update_ratio_high_critical + allowance
+            shrink = float(p["rms"][-1] / max(p["rms"][0], 1e-30))
+            decay = shrink < t.weight_shrink  # the steps shrink the weights away: the weight decay
             out.append(finding("update_ratio_high", "critical" if critical else "warning",
-                               w, {"log10_update_data": med, "threshold": t.update_ratio_high + allowance}))
+                               w, {"log10_update_data": med, "threshold": t.update_ratio_high + allowance,
+                                   "weights_now_x_start": shrink,
+                                   "likely_cause": "weight decay" if decay else "lr too high"},
+                               remedy=f"a much smaller weight decay: the weights shrank to {shrink:.2g}x their start "
+                                      f"(p <- p (1 - lr wd) each step)" if decay else None))
         elif med < t.update_ratio_low and np.median(std) > 0:
             out.append(finding("update_ratio_low", "warning", w,
                                {"log10_update_data": med, "threshold": t.update_ratio_low}))
