@@ -6,6 +6,7 @@ the right layer, stay silent on healthy runs, and does its top remedy work? And 
     python benchmarks/health.py --seeds 1 --only raw_0_255 lr_1e-6   # a look at a few
     python benchmarks/health.py --docs           # also publish docs/health/ (the table and a few report figures)
     python benchmarks/health.py --publish run.json   # publish docs/health/ from a finished run's results
+    python benchmarks/health.py --overhead-only --results run.json   # (re)measure the overhead into a run's results
 
 For each broken configuration and seed: ``diagnose(100)`` on the broken run and on its twin; the broken run is
 *found* when a problem of its class is among the findings (``recall``), its layer is *named* when the first such
@@ -13,7 +14,7 @@ finding's layer is the faulty one (``layer_top1``, for layer-specific faults), a
 prefix of the 100 steps (10, 20, ...) on which the rules already find it. A healthy run (twin or control) with
 any finding is a false positive. *Remedy success*: the broken run with its report's top finding's remedy applied
 (the remedy as written: the measured input statistics, the lr from ``learn.lr_find()``'s valley, the init the
-finding names...) trained as long as the twin, ending within 0.05 loss (or 2 accuracy points) of it.
+finding names...) trained as long as the twin, ending within 0.05 loss (or 2 accuracy points) of it, or better.
 
 Overhead: the main job (lesson 17's BatchNorm CNN, Fashion-MNIST, bs 256, SGD + momentum) with and without a
 default ``HealthCB``, alternating one-epoch fits, median samples/s of each over ``--overhead-reps`` pairs.
@@ -202,6 +203,7 @@ class Config:
     layer: str | None = None  # the faulty layer (a prefix of the finding's layer), for layer-specific faults
     note: str = ""
     fit_epochs: int = 0     # > 0: checked by HealthCB during a fit with validation (overfitting), not diagnose
+    twin_epochs: int = 0    # the twin's fit, when it is the fix (early stopping); 0: fit_epochs
 
 
 def cfg(name, family, broken, twin, expect, layer=None, note="", **kw) -> Config:
@@ -259,8 +261,8 @@ CONFIGS = [
     cfg("collab_lr_high", "collab", {"lr": 3.0}, {}, LR_HIGH),
     cfg("collab_weight_decay_huge", "collab", {"wd": 100.0}, {}, {"not_learning", "update_ratio_high"}),
     cfg("overfit_small_data", "fmnist", {**MLP_RELU, "n_train": 300, "bs": 32, "lr": 0.05},
-        {**MLP_RELU, "n_train": 10_000, "bs": 32, "lr": 0.05}, {"overfitting"}, fit_epochs=25,
-        note="300 images, 25 epochs, checked by HealthCB; twin: 10,000 images"),
+        {**MLP_RELU, "n_train": 300, "bs": 32, "lr": 0.05}, {"overfitting"}, fit_epochs=25, twin_epochs=5,
+        note="300 images, 25 epochs, checked by HealthCB; twin: stopped early, after 5"),
 ]
 CONTROLS = {  # the courses' own healthy recipes
     "lesson17_bn_cnn": ("fmnist", CNN),
@@ -355,7 +357,7 @@ def run_config(config: Config, seed: int, out: list) -> None:
         learn.fit(config.fit_epochs, callbacks=[cb])
         report = cb.report
         twin_cb = HealthCB(verbose=False)
-        build(config.family, config.twin, seed).fit(config.fit_epochs, callbacks=[twin_cb])
+        build(config.family, config.twin, seed).fit(config.twin_epochs or config.fit_epochs, callbacks=[twin_cb])
         twin = twin_cb.report
         row["steps_to_detect"] = None
     else:
@@ -366,7 +368,7 @@ def run_config(config: Config, seed: int, out: list) -> None:
     row.update(found=bool(hits), problems=sorted(report.problems), twin_problems=sorted(twin.problems),
                twin_critical=bool(twin.critical), first=hits[0].problem if hits else None,
                layer=hits[0].layer if hits else None,
-               report=json.loads(report.to_json(indent=None)))
+               report=json.loads(report.to_json(indent=None)), twin_report=json.loads(twin.to_json(indent=None)))
     if config.layer is not None:
         row["layer_right"] = bool(hits) and (hits[0].layer or "").startswith(config.layer)
     top = report.findings[0] if report.findings else None
@@ -375,7 +377,8 @@ def run_config(config: Config, seed: int, out: list) -> None:
         if fixed is not None:
             steps = TRAIN_STEPS[config.family]
             a, b = score(fixed, steps), score(build(config.family, config.twin, seed), steps)
-            ok = abs(a["loss"] - b["loss"]) <= 0.05 or ("accuracy" in a and abs(a["accuracy"] - b["accuracy"]) <= 0.02)
+            # the remedy works when the fixed run reaches the twin: within 0.05 loss or 2 accuracy points, or better
+            ok = a["loss"] <= b["loss"] + 0.05 or ("accuracy" in a and a["accuracy"] >= b["accuracy"] - 0.02)
             row.update(remedy=top.problem, remedied=a, twin_trained=b,
                        remedy_success=bool(ok and math.isfinite(a["loss"])))
 
@@ -484,7 +487,16 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "health.json")
     p.add_argument("--docs", action="store_true", help="also write docs/health/")
     p.add_argument("--publish", type=Path, help="write docs/health/ from this results file, running nothing")
+    p.add_argument("--overhead-only", action="store_true",
+                   help="measure the overhead alone (on a quiet machine) into the existing --results file")
     args = p.parse_args(argv)
+    if args.overhead_only:
+        result = json.loads(args.results.read_text())
+        result["overhead"] = overhead(args.overhead_reps or 8)
+        result["summary"] = summarize(result["runs"], result["controls"], result["overhead"])
+        args.results.write_text(json.dumps(result, indent=1, default=float) + "\n")
+        print(json.dumps(result["overhead"], indent=1))
+        return 0
     if args.publish:
         result = json.loads(args.publish.read_text())
         write_docs(result, result["runs"], result["controls"])

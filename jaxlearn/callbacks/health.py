@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.callback import CancelFitException, LearnerLike, StepRecorder
-from jaxlearn.callbacks.health_probe import ActivationLayer, activation_map, measure, parameter_order
+from jaxlearn.callbacks.health_probe import ActivationLayer, activation_map, measure, parameter_uses
 from jaxlearn.callbacks.health_report import HealthReport
 from jaxlearn.callbacks.health_rules import HealthThresholds, Observations, diagnose_observations, unique
 from jaxlearn.losses import is_classification
@@ -90,7 +90,8 @@ class HealthCB(StepRecorder):
         variables = _shapes(learn.state.variables())
         self.activations = activation_map(apply, variables, x)
         shapes = {k: np.shape(v) for k, v in named_leaves(learn.state.params).items()}
-        self._weights = [n for n in parameter_order(apply, variables, x)  # makemore's: the matrices, in order
+        order, self._lookups = parameter_uses(apply, variables, x)
+        self._weights = [n for n in order  # makemore's: the matrices (and embedding tables), in order
                          if len(shapes[n]) >= 2 and min(math.prod(shapes[n][:-1]), shapes[n][-1]) > 1]
 
     # ------------------------------------------------------------------------------------- in the step
@@ -157,7 +158,8 @@ class HealthCB(StepRecorder):
         steps = np.asarray(probes.pop("step"), int)
         weights = [n for n in self._weights if n in probes.get("params", {})]
         return Observations(steps, probes, losses[0], losses[1].astype(int), self.chance, self.prior_chance,
-                            self.activations, weights, list(self._epochs), self.integer_inputs, self.classification)
+                            self.activations, weights, list(self._epochs), self.integer_inputs, self.classification,
+                            lookups=set(self._lookups) & set(weights))
 
     def check(self, learn: LearnerLike) -> list:
         """Run the rules on what was measured so far; log and keep the findings not reported before."""

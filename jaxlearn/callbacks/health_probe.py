@@ -139,20 +139,24 @@ def activation_map(apply_fn: Callable, variables: Mapping, x: Any, **apply_kwarg
     return found
 
 
-def parameter_order(apply_fn: Callable, variables: Mapping, x: Any, **apply_kwargs: Any) -> list[str]:
-    """The params' names (``'Dense_0/kernel'``) in the order the forward pass first uses them, read from its jaxpr:
-    input to output, whatever the names sort to (flax keeps params sorted by name)."""
+def parameter_uses(apply_fn: Callable, variables: Mapping, x: Any, **apply_kwargs: Any) -> tuple[list[str], set[str]]:
+    """Read from the forward pass's jaxpr: the params' names (``'Dense_0/kernel'``) in the order it first uses
+    them (input to output, whatever the names sort to: flax keeps params sorted by name), and those it only looks
+    rows up in (embedding tables: a gather, not a matrix product; each step updates only the rows it met)."""
     closed = jax.make_jaxpr(lambda v, x: apply_fn(v, x, **apply_kwargs))(variables, x)
     leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
     name_of = {closed.jaxpr.invars[i]: path_name(path[1:]) for i, (path, _) in enumerate(leaves)
                if getattr(path[0], "key", None) == "params"}
     first: dict[str, int] = {}
+    uses: dict[str, set[str]] = {}
     for step, eqn in enumerate(closed.jaxpr.eqns):
         for v in eqn.invars:
             if isinstance(v, jex_core.Var) and v in name_of:
                 first.setdefault(name_of[v], step)
-    names = list(name_of.values())
-    return sorted(names, key=lambda n: first.get(n, len(closed.jaxpr.eqns)))
+                uses.setdefault(name_of[v], set()).add(str(eqn.params.get("name", eqn.primitive.name)))
+    names = sorted(name_of.values(), key=lambda n: first.get(n, len(closed.jaxpr.eqns)))
+    lookups = {n for n, used in uses.items() if used <= {"gather", "take", "_take", "dynamic_slice"}}
+    return names, lookups
 
 
 # ------------------------------------------------------------------------------------------ in the step

@@ -113,17 +113,32 @@ def finding(problem: str, severity: str, layer: str | None, evidence: dict[str, 
     return Finding(problem, severity, layer, evidence, remedy or standard, lesson, step)
 
 
+# The order to fix things in, upstream first: what the data and the loss see, then the lr when it blows the
+# weights up, then the init's activations, which a too-small lr or bad activations in turn starve of updates.
+CAUSAL_ORDER = ("outputs_are_probabilities", "unnormalized_input", "high_initial_loss", "update_ratio_high",
+                "diverged", "saturated_units", "dead_units", "exploding_activations", "vanishing_activations",
+                "update_ratio_low", "exploding_gradients", "vanishing_gradients", "not_learning", "oscillating_loss",
+                "overfitting")
+FROM_THE_START = 10  # findings dated within the first steps were there from the start: the init, data, loss or lr
+
+
+def _likely_cause_first(f: Finding) -> tuple:
+    later = f.step is None or f.step >= FROM_THE_START
+    return (later, CAUSAL_ORDER.index(f.problem), -SEVERITIES.index(f.severity),
+            f.step if f.step is not None else math.inf)
+
+
 @dataclass
 class HealthReport:
-    """The findings of one diagnosis (the first to show first: the likely cause), what could not be checked, and
-    what was seen (``seen``: steps, chance loss, the layers measured, per-layer numbers...)."""
+    """The findings of one diagnosis, the likely cause first (those there from the start before those that showed
+    later, then upstream before downstream: :data:`CAUSAL_ORDER`), what could not be checked, and what was seen
+    (``seen``: steps, chance loss, the layers measured, per-layer numbers...)."""
     findings: list[Finding] = field(default_factory=list)
     not_checked: list[str] = field(default_factory=list)
     seen: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):  # the first to show is the likely cause; then the critical ones
-        self.findings = sorted(self.findings, key=lambda f: (f.step if f.step is not None else math.inf,
-                                                            -SEVERITIES.index(f.severity)))
+    def __post_init__(self):
+        self.findings = sorted(self.findings, key=_likely_cause_first)
 
     @property
     def problems(self) -> set[str]:

@@ -32,8 +32,10 @@ class HealthThresholds:
     dead_fire: float = 0.01            # a unit firing on less than 1% of its positions over the window is dead
     dead_share: float = 0.3            # a layer with this share of dead units (SageMaker flags 50%)
     dead_share_critical: float = 0.7
-    saturated_share: float = 0.35      # a tanh / sigmoid layer with this share of saturated activations
-    saturated_share_critical: float = 0.6  # (makemore: ~5% healthy, the first layer ~20% at gain 5/3)
+    saturated_share: float = 0.35      # tanh / sigmoid layers with this share of saturated activations, when the
+    #                                   median layer of 3+ has it (makemore: ~5% healthy, the first ~20% at gain 5/3)
+    saturated_layer: float = 0.55      # ... one layer alone (a first layer runs higher: it sees the raw inputs)
+    saturated_share_critical: float = 0.6
     activation_ratio: float = 5.0      # std of an activation layer vs the first: shrunk / grown this much
     grad_ratio: float = 1e-3           # first weight's gradient RMS / the last's below this (AutoTrainer's ratio)
     grad_norm_growth: float = 100.0    # the gradient norm this many times its first value
@@ -46,6 +48,7 @@ class HealthThresholds:
     update_ratio_first: float = -0.5   # the first steps' updates a third of the weights' size or more (not the
     weight_growth: float = 3.0         # output layer's), and the weights' RMS this many times its start: the lr
     weight_shrink: float = 0.1         # the weights' RMS down to this share of its start: the weight decay
+    lookup_allowance: float = 1.0      # embedding tables start small (fastai: N(0, 0.01)) and grow fast when healthy
     learning_drop: float = 0.05        # the loss fell less than 5% of the way from its start to zero, and
     chance_margin: float = 0.95        # ... stays above 95% of chance
     min_steps: int = 30                # the loss-stream rules need this many steps
@@ -70,6 +73,7 @@ class Observations:
     epochs: list[dict] = field(default_factory=list)  # {'epoch', 'train_loss', 'valid_loss'} at epoch ends
     integer_inputs: bool = False
     classification: bool = True
+    lookups: set[str] = field(default_factory=set)  # the weights that are embedding tables (rows looked up)
 
 
 def _smooth(values: np.ndarray, beta: float = 0.9) -> np.ndarray:
@@ -122,6 +126,9 @@ def _window(a: np.ndarray, n: int) -> np.ndarray:
 def check_activations(obs: Observations, t: HealthThresholds) -> list[Finding]:
     out = []
     acts = obs.probes.get("activations", {})
+    saturation = {name: float(_window(acts[name]["saturated"], t.window).mean())
+                  for name, layer in obs.activations.items() if name in acts and layer.kind != "relu"}
+    network_wide = len(saturation) >= 3 and float(np.median(list(saturation.values()))) >= t.saturated_share
     stds = []
     for name, layer in obs.activations.items():
         if name not in acts:
@@ -136,15 +143,16 @@ def check_activations(obs: Observations, t: HealthThresholds) -> list[Finding]:
                                    {"dead_units": dead, "units": int(len(fires)),
                                     "threshold": f"{t.dead_share:.0%} of units firing < {t.dead_fire:.0%}"}))
         else:
-            saturated = float(_window(s["saturated"], t.window).mean())
-            if saturated >= t.saturated_share:
+            saturated = saturation[name]
+            if saturated >= t.saturated_layer or (network_wide and saturated >= t.saturated_share):
                 remedy = None if layer.kind == "tanh" else (
                     "ReLU / GeneralRelu instead of sigmoid in the hidden layers (its slope is at most 0.25), "
                     "kaiming_normal init")
                 out.append(finding("saturated_units",
                                    "critical" if saturated >= t.saturated_share_critical else "warning", name,
                                    {"saturated": saturated, "activation": layer.kind,
-                                    "threshold": f"{t.saturated_share:.0%} of activations"}, remedy=remedy))
+                                    "threshold": f"{t.saturated_share:.0%} of activations in most layers" if
+                                    network_wide else f"{t.saturated_layer:.0%} of activations"}, remedy=remedy))
     for kind in ("relu", "tanh", "sigmoid"):  # layer over layer: only layers of one kind compare
         same = [(n, s) for n, s in stds if obs.activations[n].kind == kind]
         if len(same) < 3 or same[0][1] <= 0:
@@ -191,14 +199,18 @@ def check_gradients(obs: Observations, t: HealthThresholds) -> list[Finding]:
                                       "bptt against single spikes"))
     weights = [w for w in weights if params[w]["rms"][0] > 1e-6]  # a weight that starts at zero has no scale
     inner = weights[:-1] or weights  # the output layer starts small on purpose (see last_layer_allowance)
-    if inner and len(obs.steps) >= 5:
+    matrices, tables = [w for w in inner if w not in obs.lookups], [w for w in inner if w in obs.lookups]
+    for group, limit in ((matrices, t.update_ratio_first), (tables, t.update_ratio_first + t.lookup_allowance)):
+        if not group or len(obs.steps) < 5:
+            continue
         first = float(np.median([np.max(np.log10(np.maximum(params[w]["update_std"][:5], 1e-30)
-                                                 / np.maximum(params[w]["std"][:5], 1e-30))) for w in inner]))
-        growth = float(np.median([params[w]["rms"][-1] / max(params[w]["rms"][0], 1e-30) for w in inner]))
-        if first > t.update_ratio_first and growth > t.weight_growth:
+                                                 / np.maximum(params[w]["std"][:5], 1e-30))) for w in group]))
+        growth = float(np.median([params[w]["rms"][-1] / max(params[w]["rms"][0], 1e-30) for w in group]))
+        if first > limit and growth > t.weight_growth:
             out.append(finding("update_ratio_high", "critical", None,
                                {"log10_update_data_first_steps": first, "weights_grew": growth,
-                                "threshold": f"> {t.update_ratio_first} and x{t.weight_growth}"}))
+                                "threshold": f"> {limit} and x{t.weight_growth}"}))
+            break
     for w in weights:  # over the later half: the first steps from a small init are large relative to it
         p = params[w]
         half = max(1, len(p["std"]) // 2)
