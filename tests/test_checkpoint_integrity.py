@@ -69,10 +69,11 @@ def stored_array(d):
     return d / "2" / "state" / file, end, ckpt._leaf_name(key)
 
 
-def test_records_are_version_2_with_a_checksum_per_array(saved):
+def test_records_are_version_3_with_a_checksum_per_array(saved):
     d, states = saved
     record = json.loads((d / "2" / "learner" / "metadata").read_text())
-    assert record["version"] == 2 == ckpt.VERSION
+    assert record["version"] == 3 == ckpt.VERSION
+    assert record["n_train"] == 96 and record["steps_per_epoch"] == 6  # the training set's size (version 3)
     assert record["checksums"].keys() == states[2].keys()
     assert record["record_checksum"] == ckpt._record_checksum(record)
 
@@ -171,3 +172,12 @@ def test_version_1_checkpoints_without_checksums_still_load(saved, copy):
     learn = make_learner()
     assert restore_checkpoint(learn, copy, step=2)["version"] == 1
     assert_state(learn, saved[1][2])
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_by_name(copy):
+    record_path = copy / "2" / "learner" / "metadata"
+    record = {**json.loads(record_path.read_text()), "version": ckpt.VERSION + 1}
+    record["record_checksum"] = ckpt._record_checksum(record)
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=rf"format version {ckpt.VERSION + 1}, newer than this jaxlearn"):
+        restore_checkpoint(make_learner(), copy, step=2)

@@ -1,7 +1,9 @@
 """Two processes on 127.0.0.1 (jax.distributed + gloo CPU collectives, 2 devices each) train as one.
 
 Each process holds the dataset; the Learner's mesh spans the 4 devices of both, and the jitted gather
-produces the globally sharded batch. The result must equal a one-process, one-device run.
+produces the globally sharded batch. The result must equal a one-process, one-device run. The run writes
+checkpoints with ``CheckpointCB(new_directory, resume=True)`` (process 0 decides there is nothing to resume,
+and the other agrees), and a new Learner in each process resumes from them.
 """
 
 import importlib.util
@@ -35,8 +37,8 @@ def test_two_processes_equal_one_process(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     procs = [subprocess.Popen([sys.executable, str(WORKER), "--out", str(tmp_path / f"r{i}.npz"), "--devices", "2",
                                "--runs", "mesh", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                               "--process-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env)
+                               "--process-id", str(i), "--checkpoint", str(tmp_path / "ckpt")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for i in range(2)]
     try:
         with jax.default_device(jax.devices("cpu")[0]):  # meanwhile, in this process: one CPU device
@@ -61,3 +63,9 @@ def test_two_processes_equal_one_process(tmp_path):
             np.testing.assert_allclose(r[k], reference[k], atol=1e-5, rtol=0, err_msg=k)
     for k in results[0]:  # both processes hold the same replicated state
         np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+    from jaxlearn.callbacks import checkpoint_steps
+    assert checkpoint_steps(tmp_path / "ckpt") == [1, 2]
+    assert not (tmp_path / "ckpt" / "jaxlearn.lock").exists()  # process 0 held the folder's lock, and let it go
+    for r in results:
+        assert int(r["resumed_step"]) == 20 and bool(r["resumed_equal"])

@@ -1,12 +1,13 @@
 """A checkpoint's files: orbax's manager, the state as arrays, the checksums saved with them, and reading a
 checkpoint back with every kind of damage named before anything reaches the Learner.
 
-Each checkpoint (format version 2) stores, in its JSON position record, the sha256 of every array of the state
-keyed by its path (``params/Conv_0/kernel``) and a checksum of the record itself. A restore checks, in order:
-the record (parses, matches its checksum), the arrays' metadata against the Learner's (another model is named
-by its arrays), each array's data file (there, long enough), the bytes (decode), and each array against its
-checksum. Damage raises :class:`Unreadable` (an earlier checkpoint may still be good); another model raises
-:class:`CheckpointError`.
+Each checkpoint (format version 3) stores, in its JSON position record, the sha256 of every array of the state
+keyed by its path (``params/Conv_0/kernel``), the size of the training set, and a checksum of the record itself.
+A restore checks, in order: the record (parses, matches its checksum), the arrays' metadata against the
+Learner's (another model is named by its arrays), each array's data file (there, long enough), the bytes
+(decode), and each array against its checksum. Damage raises :class:`Unreadable` (an earlier checkpoint may
+still be good); another model raises :class:`CheckpointError`. An RNN's carried state is restored at the size
+it was saved with (the Learner starts it afresh, for its batch size, at every epoch).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization, traverse_util
 
-FORMAT, VERSION = "jaxlearn-checkpoint", 2  # 2: the position record holds checksums
+FORMAT, VERSION = "jaxlearn-checkpoint", 3  # 2: the record holds checksums; 3: the training set's size
+CARRY_PATH = "model_state/carry/"  # an RNN's carried state (jaxlearn.step.CARRY) in the state dict
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's name for a checkpoint still being written
 
 
@@ -43,6 +45,9 @@ class Unreadable(CheckpointError):
 
 def open_manager(directory: str | os.PathLike, keep: int | None = None, async_save: bool = True,
              read_only: bool = False) -> ocp.CheckpointManager:
+    """An orbax ``CheckpointManager`` over ``directory`` for jaxlearn's checkpoints (the state's arrays and the
+    JSON position record), keeping the latest ``keep`` (``None``: all), writing asynchronously with
+    ``async_save``; ``read_only`` only means "do not create the directory"."""
     # "read_only" here means only "do not create the directory": orbax's read_only mode logs warnings
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                            create=not read_only)
@@ -52,14 +57,15 @@ def open_manager(directory: str | os.PathLike, keep: int | None = None, async_sa
 
 
 def state_dict(state) -> dict:
-    """The TrainState's pytree fields as nested dicts; the typed PRNG key as its raw uint32 data."""
+    """The pytree fields of ``state`` (a TrainState) as nested dicts; the typed PRNG key as its raw uint32
+    data."""
     sd = serialization.to_state_dict(state)
     sd["rng"] = jax.random.key_data(state.rng)
     return sd
 
 
 def host_arrays(sd: dict) -> dict[str, np.ndarray]:
-    """The state dict's arrays on this host, keyed by their path (``params/Dense_0/kernel``).
+    """The arrays of the state dict ``sd`` on this host, keyed by their path (``params/Dense_0/kernel``).
 
     A replicated array spread over several processes is read from this process's own copy (the Learner
     replicates the whole state), so every process hashes the same full values.
@@ -81,13 +87,14 @@ def _record_checksum(record: dict) -> str:
 
 
 def sealed(position: dict, arrays: dict[str, np.ndarray]) -> dict:
-    """The position record as saved: with each array's sha256 and a checksum of the record itself."""
+    """The ``position`` record as saved: with the sha256 of each of ``arrays`` (by path) and a checksum of the
+    record itself."""
     record = {**position, "checksums": {k: _digest(v) for k, v in arrays.items()}}
     record["record_checksum"] = _record_checksum(record)
     return record
 
 
-def _short(e: BaseException) -> str:
+def short_error(e: BaseException) -> str:
     """An exception in one readable line: its root cause (orbax wraps tensorstore's error in one that only
     says which slice failed), without the JSON spec tensorstore appends."""
     while e.__cause__ is not None:
@@ -146,7 +153,7 @@ def _check_data_files(where: Path, stored: dict[str, tuple[str, int]]) -> None:
 
 def _read_failure(where: Path, stored: dict[str, tuple[str, int]], error: BaseException) -> str:
     """Why orbax failed to read a checkpoint's arrays, naming the array and the file that holds it."""
-    cause = _short(error)
+    cause = short_error(error)
     key = re.search(r'Error reading "([^"]+)"', cause)
     if key is None or key.group(1) not in stored:
         return f"its arrays failed to load ({cause})"
@@ -199,7 +206,7 @@ def _check_structure(where: Path, saved: Any, target: dict) -> None:
     if not have:
         raise Unreadable(f"checkpoint {where} is unreadable: its array metadata lists no arrays")
     problems = [f"{k}: checkpoint {have[k][0]} {have[k][1]}, Learner {want[k][0]} {want[k][1]}"
-                for k in want if k in have and have[k] != want[k]]
+                for k in want if k in have and have[k] != want[k] and not _carry_resized(k, have[k], want[k])]
     problems += [f"{k}: missing from the checkpoint" for k in want if k not in have]
     problems += [f"{k}: in the checkpoint but not in this Learner" for k in have if k not in want]
     if problems:
@@ -208,9 +215,31 @@ def _check_structure(where: Path, saved: Any, target: dict) -> None:
                               f"optimizer: " + "; ".join(problems[:8]) + more)
 
 
+def _carry_resized(key: str, have: tuple, want: tuple) -> bool:
+    """A carried state sized for another batch (the one it last saw; a new Learner's is sized for 2 examples):
+    same dtype and rank. It is started afresh at every epoch, so its size never reaches the next step."""
+    return key.startswith(CARRY_PATH) and have[1] == want[1] and len(have[0]) == len(want[0])
+
+
+def _restore_target(saved: Any, target: dict) -> dict:
+    """What to read the arrays into: the Learner's shapes and shardings, a carried state at its saved size."""
+    shapes = _describe(saved)
+
+    def leaf(path, a):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        spec = ocp.utils.to_shape_dtype_struct(a)
+        if name.startswith(CARRY_PATH) and shapes[name][0] != spec.shape:
+            return jax.ShapeDtypeStruct(shapes[name][0], spec.dtype, sharding=spec.sharding)
+        return spec
+    return jax.tree_util.tree_map_with_path(leaf, target)
+
+
 def _check_record(where: Path, position: Any) -> None:
     if not isinstance(position, dict) or position.get("format") != FORMAT:
         raise Unreadable(f"{where} is not a jaxlearn checkpoint (no jaxlearn position record)")
+    if not isinstance(position.get("version"), int) or position["version"] > VERSION:
+        raise CheckpointError(f"checkpoint {where} has format version {position.get('version')!r}, newer than this "
+                              f"jaxlearn reads (up to {VERSION}): restore it with the jaxlearn that wrote it")
     # VERSION-1 records carry no checksums and are taken as they are; any later one must match its own
     sealed = position.get("version") != 1 or "record_checksum" in position
     if sealed and position.get("record_checksum") != _record_checksum(position):
@@ -227,14 +256,15 @@ def _check_arrays(where: Path, restored: dict, checksums: dict[str, str]) -> Non
 
 
 def load(manager: ocp.CheckpointManager, directory: Path, step: int, state) -> tuple[dict, dict]:
-    """Read and check checkpoint ``step``: (its position record, its state dict). Damaged files raise
-    :class:`Unreadable`; a checkpoint of another model raises :class:`CheckpointError`."""
+    """Read and check checkpoint ``step`` of ``directory`` through ``manager``, against the Learner's ``state``:
+    (its position record, its state dict). Damaged files raise :class:`Unreadable`; a checkpoint of another
+    model raises :class:`CheckpointError`."""
     where = directory / str(step)
     try:
         position = manager.restore(step, args=ocp.args.Composite(learner=ocp.args.JsonRestore())).learner
     except Exception as e:
         raise Unreadable(f"checkpoint {where} is unreadable: its learner position (JSON) failed to load "
-                          f"({_short(e)})") from e
+                          f"({short_error(e)})") from e
     _check_record(where, position)
     target = state_dict(state)
     try:
@@ -243,11 +273,11 @@ def load(manager: ocp.CheckpointManager, directory: Path, step: int, state) -> t
         saved = getattr(saved, "tree", saved)
     except Exception as e:
         raise Unreadable(f"checkpoint {where} is unreadable: its array metadata failed to load "
-                          f"({_short(e)})") from e
+                          f"({short_error(e)})") from e
     _check_structure(where, saved, target)
     stored = _stored_values(where / "state")
     _check_data_files(where, stored)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = _restore_target(saved, target)
     try:
         with _orbax_read_errors_reported_once():
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
@@ -261,7 +291,8 @@ def load(manager: ocp.CheckpointManager, directory: Path, step: int, state) -> t
 
 def load_latest_readable(manager: ocp.CheckpointManager, directory: Path, steps: list[int],
                           state) -> tuple[dict, dict]:
-    """The latest checkpoint that reads back intact, warning about each damaged one passed over."""
+    """:func:`load` of the latest of ``steps`` that reads back intact, warning about each damaged one passed
+    over (``manager``, ``directory`` and ``state`` as there)."""
     skipped: list[str] = []
     for step in reversed(steps):
         try:
