@@ -7,6 +7,10 @@ The device count must be fixed before jax is imported, so the tests run this fil
     # one of two processes (2 CPU devices each, 4 in all), CPU collectives over gloo on 127.0.0.1
     python tests/_two_process_worker.py --out r0.npz --devices 2 --runs mesh \\
         --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0
+    # the same, checkpointing with CheckpointCB(DIR, resume=True), then resuming a new Learner from DIR
+    python tests/_two_process_worker.py ... --checkpoint DIR
+    # a process whose partners never start ends after --init-timeout seconds, naming the coordinator
+    python tests/_two_process_worker.py ... --init-timeout 3
 
 It can also be imported (``train``) to compute the one-device reference in the test process itself.
 """
@@ -31,8 +35,12 @@ def data():
     return (x[:k], y[:k]), (x[k:], y[k:])
 
 
-def train(mesh) -> dict:
-    """20 SGD-momentum steps of conv → BatchNorm → relu → dropout → dense, with a random augmentation."""
+def train(mesh, checkpoint: str | None = None) -> dict:
+    """20 SGD-momentum steps of conv → BatchNorm → relu → dropout → dense, with a random augmentation.
+
+    With ``checkpoint``: the fit runs with ``CheckpointCB(checkpoint, resume=True)`` (a new directory: nothing to
+    resume, every process must agree on that), then a new Learner resumes from it (``resumed_*``)."""
+    import time
     from functools import partial
 
     import flax.linen as nn
@@ -40,7 +48,7 @@ def train(mesh) -> dict:
     import numpy as np
     import optax
 
-    from jaxlearn.callbacks import MetricsCB
+    from jaxlearn.callbacks import CheckpointCB, MetricsCB
     from jaxlearn.data import DataLoaders
     from jaxlearn.callback import Callback
     from jaxlearn.learner import Learner
@@ -72,10 +80,22 @@ def train(mesh) -> dict:
     train_set, valid_set = data()
     dls = DataLoaders.from_arrays(train_set, valid_set, BATCH, valid_batch_size=50)  # 50: not split evenly
     record, metrics = Record(), MetricsCB(show=False)
-    learn = Learner(Net(), dls, optimizer=partial(optax.sgd, momentum=0.9), lr=0.1, seed=0, mesh=mesh,
-                    callbacks=[record, metrics])
-    learn.fit(EPOCHS)
+
+    def learner(callbacks):
+        return Learner(Net(), dls, optimizer=partial(optax.sgd, momentum=0.9), lr=0.1, seed=0, mesh=mesh,
+                       callbacks=callbacks)
+    learn = learner([record, metrics])
+    if checkpoint and jax.process_index() == 1:
+        time.sleep(2)  # a slower host: it comes to the fit when process 0 has already created the directory
+    learn.fit(EPOCHS, callbacks=[CheckpointCB(checkpoint, resume=True)] if checkpoint else [])
     state = learn.state
+    resumed = {}
+    if checkpoint:  # every epoch is in the checkpoint: the resumed fit restores it and trains nothing
+        again = learner([])
+        again.fit(EPOCHS, callbacks=[CheckpointCB(checkpoint, resume=True)])
+        pairs = zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(jax.device_get(again.state.params)))
+        resumed = {"resumed_step": np.int64(int(jax.device_get(again.state.step))),
+                   "resumed_equal": np.bool_(all(np.array_equal(a, b) for a, b in pairs))}
     params = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
               for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
     stats = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
@@ -87,7 +107,7 @@ def train(mesh) -> dict:
             "n_devices": np.int64(learn.n_devices),
             "params_replicated": np.bool_(all(v.sharding.is_fully_replicated for v in jax.tree.leaves(state.params))),
             "batch_sharded": np.bool_(len(batch_spec) > 0 and batch_spec[0] == "data"),
-            "batch_sharding": np.str_(str(record.shardings[0])),
+            "batch_sharding": np.str_(str(record.shardings[0])), **resumed,
             **{f"param:{k}": v for k, v in params.items()}, **{f"stat:{k}": v for k, v in stats.items()}}
 
 
@@ -114,6 +134,9 @@ def main(argv=None) -> None:
     p.add_argument("--coordinator", help="host:port of process 0, for a multi-process run")
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--checkpoint", help="checkpoint the mesh run into this new directory, then resume from it")
+    p.add_argument("--init-timeout", type=float, default=120,
+                   help="seconds for all processes to meet (jaxlearn.sharding.initialize_distributed)")
     args = p.parse_args(argv)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}").strip()
@@ -121,15 +144,15 @@ def main(argv=None) -> None:
     import jax
     import numpy as np
     if args.coordinator:
+        from jaxlearn.sharding import initialize_distributed
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                   process_id=args.process_id, initialization_timeout=120)
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout)
     out = {"process_count": np.int64(jax.process_count()), "device_count": np.int64(jax.device_count())}
     for run in args.runs.split(","):
         if run == "indivisible":
             out["indivisible"] = np.str_(indivisible_error())
             continue
-        result = train(mesh=None if run == "mesh" else False)
+        result = train(mesh=None if run == "mesh" else False, checkpoint=args.checkpoint if run == "mesh" else None)
         out.update({f"{run}|{k}": v for k, v in result.items()})
     np.savez(args.out, **out)
     if args.coordinator:

@@ -185,7 +185,7 @@ def test_offline_download_fails_fast_naming_the_variable(monkeypatch, tmp_path):
     monkeypatch.delenv(MOVIELENS_ENV, raising=False)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(movielens, "MOVIELENS_URL", tmp_path.as_uri() + "/nowhere/{name}.zip")
-    with pytest.raises(DataFileError, match=rf"cannot get MovieLens ml-latest-small from .*{MOVIELENS_ENV}"):
+    with pytest.raises(DataFileError, match=rf"could not download .*ml-latest-small\.zip.*{MOVIELENS_ENV}"):
         load_ratings("ml-latest-small")
     assert list((tmp_path / "movielens").iterdir()) == []  # no half-written zip
 

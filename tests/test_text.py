@@ -2,6 +2,7 @@
 
 import os
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +209,7 @@ def test_offline_download_fails_fast_naming_the_env_var(monkeypatch, tmp_path):
 
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(T.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataFileError, match=rf"could not download .*nietzsche\.txt.*{T.NIETZSCHE_ENV}"):
         T.load_nietzsche()
     assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind
@@ -232,7 +233,7 @@ def test_download_once_into_the_cache(monkeypatch, tmp_path, text_path):
     def fake_urlopen(url, timeout):
         calls.append(url)
         return Response()
-    monkeypatch.setattr(T.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     assert len(T.load_nietzsche()) == 600_893
     assert len(T.load_nietzsche()) == 600_893
     assert calls == [T.NIETZSCHE_URL]

@@ -23,8 +23,6 @@ import csv
 import hashlib
 import io
 import os
-import shutil
-import urllib.request
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from jaxlearn.data import DataFileError, DataLoaders, cache_dir, identity
+from jaxlearn.data.files import download
 
 MOVIELENS_ENV = "JAXLEARN_MOVIELENS_DIR"
+"""The environment variable naming the folder that holds the datasets' folders (:func:`movielens_dir`)."""
 MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
-DOWNLOAD_TIMEOUT_S = 15  # seconds without an answer before an offline machine gives up
 DATASETS = ("ml-latest-small", "ml-100k")
 UNKNOWN_YEAR = -1
 """``SideInfo.year`` of a movie without a release date (ml-100k's item 267, 'unknown')."""
@@ -112,19 +111,16 @@ def _download(name: str, folder: Path) -> None:
     The zip itself is not checksummed (GroupLens publishes no sha256); every file taken from it is, on read.
     """
     url = MOVIELENS_URL.format(name=name)
-    folder.mkdir(parents=True, exist_ok=True)
-    part = folder / f"{name}.zip.part"
+    offline_hint = f"set {MOVIELENS_ENV} to a folder holding {name}/ unzipped from GroupLens' {name}.zip"
+    archive_path = download(url, folder / f"{name}.zip", offline_hint)
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f)
-        with zipfile.ZipFile(part) as archive:
+        with zipfile.ZipFile(archive_path) as archive:
             archive.extractall(folder)
-    except (OSError, zipfile.BadZipFile) as e:  # URLError and timeouts are OSErrors
-        raise DataFileError(f"cannot get MovieLens {name} from {url} ({type(e).__name__}: {e}); offline, set "
-                            f"{MOVIELENS_ENV} to a folder holding {name}/ unzipped from GroupLens' {name}.zip"
-                            ) from e
+    except (OSError, zipfile.BadZipFile) as e:
+        raise DataFileError(f"cannot unzip MovieLens {name} downloaded from {url} ({type(e).__name__}: {e}); "
+                            f"offline, {offline_hint}") from e
     finally:
-        part.unlink(missing_ok=True)
+        archive_path.unlink(missing_ok=True)
 
 
 def _read_official(folder: Path, spec: _OfficialFile) -> str:
@@ -180,7 +176,10 @@ def _is_utf8(raw: bytes) -> bool:
 
 @dataclass(frozen=True)
 class SideInfo:
-    """ml-100k's users and movies, indexed like :class:`Ratings`' contiguous user / item indices."""
+    """ml-100k's users and movies, indexed like :class:`Ratings`' contiguous user / item indices: per user its
+    ``age`` (years), ``gender`` ('M' / 'F') and ``occupation`` (an index into ``occupations``); per movie its
+    ``genres`` (bool flags, columns named by ``genre_names``) and release ``year`` (:data:`UNKNOWN_YEAR`
+    without a release date)."""
     age: np.ndarray          # int32 (n_users,) years
     gender: np.ndarray       # str (n_users,) 'M' or 'F'
     occupation: np.ndarray   # int32 (n_users,) index into ``occupations``
@@ -195,7 +194,8 @@ class Ratings:
     """One rating per row; users and items are remapped to contiguous indices (original ids sorted).
 
     ``user_ids[users[k]]`` and ``item_ids[items[k]]`` are rating k's original ids; ``titles[i]`` is item i's.
-    ``side`` holds ml-100k's side information (None for ml-latest-small).
+    ``ratings`` are the stars (float32), ``timestamps`` seconds since 1970 (UTC). ``side`` holds ml-100k's side
+    information (None for ml-latest-small).
     """
     users: np.ndarray       # int32 (N,) in 0..n_users-1
     items: np.ndarray       # int32 (N,) in 0..n_items-1
@@ -211,20 +211,23 @@ class Ratings:
 
     @property
     def n_users(self) -> int:
+        """The number of distinct users."""
         return len(self.user_ids)
 
     @property
     def n_items(self) -> int:
+        """The number of distinct items (movies)."""
         return len(self.item_ids)
 
     @property
     def rating_range(self) -> tuple[float, float]:
+        """``(lowest, highest)`` rating."""
         return float(self.ratings.min()), float(self.ratings.max())
 
 
 def load_ratings(name: str, root: str | os.PathLike | None = None) -> Ratings:
-    """MovieLens ``'ml-latest-small'`` or ``'ml-100k'`` as :class:`Ratings` (see :func:`movielens_dir` for
-    where the files come from)."""
+    """MovieLens ``name``, ``'ml-latest-small'`` or ``'ml-100k'``, as :class:`Ratings` (see
+    :func:`movielens_dir` for where the files come from, ``root`` included)."""
     folder = movielens_dir(name, root)
     files = _FILES[name]
     if name == "ml-latest-small":
@@ -289,6 +292,14 @@ def collab_loaders(name: str, batch_size: int = 64, valid_pct: float = 0.2, seed
 
     ``dls.info``: ``n_users``, ``n_items``, ``rating_range`` (min, max), ``titles``, ``user_ids``,
     ``item_ids`` (index → original id) and ``valid_idx`` (the validation rows of :func:`load_ratings`).
+
+    Args:
+        name: ``'ml-latest-small'`` (the lesson's) or ``'ml-100k'`` (with side information).
+        batch_size: training ratings per batch (validation: twice as many).
+        valid_pct: the share of ratings for validation.
+        seed: seeds the split (42: the notebook's validation rows).
+        root: the folder holding the dataset's folder (default ``$JAXLEARN_MOVIELENS_DIR``, else downloaded
+            once; :func:`movielens_dir`).
     """
     r = load_ratings(name, root)
     x = np.stack([r.users, r.items], axis=1)
@@ -313,7 +324,8 @@ class TabularArrays:
     in order; -1 for the movie without a release date).
     Continuous columns (``conts``, float32): the 19 genre flags as 0/1, named as in u.genre. A 2-valued
     category's embedding would only learn one number per value, which a flag times a weight plus a bias
-    already is, so flags stay continuous.
+    already is, so flags stay continuous. ``y``: the ratings; ``cat_names``, ``cardinalities`` and
+    ``cont_names`` describe the columns.
     """
     cats: np.ndarray   # int32 (N, n_cat)
     conts: np.ndarray  # float32 (N, n_cont)
@@ -325,7 +337,7 @@ class TabularArrays:
 
 def tabular_arrays(root: str | os.PathLike | None = None) -> TabularArrays:
     """One row per ml-100k rating, with the user's and the movie's side information (see
-    :class:`TabularArrays`)."""
+    :class:`TabularArrays`); ``root`` as :func:`movielens_dir`'s."""
     r = load_ratings("ml-100k", root)
     side = r.side
     years = np.unique(side.year[side.year != UNKNOWN_YEAR])
@@ -348,8 +360,10 @@ def tabular_loaders(batch_size: int = 64, valid_pct: float = 0.2, seed: int = 42
                     root: str | os.PathLike | None = None) -> DataLoaders:
     """:func:`tabular_arrays` as DataLoaders, split like :func:`collab_loaders` (same validation ratings).
 
-    x is the pair ``(cats, conts)`` (int32 (N, n_cat), float32 (N, n_cont)) that :class:`TabularModel` takes;
-    ``dls.info`` holds ``cardinalities``, ``cat_names``, ``cont_names``, ``n_cont`` and ``rating_range``.
+    x is the pair ``(cats, conts)`` (int32 (N, n_cat), float32 (N, n_cont)) that
+    :class:`~jaxlearn.collab.models.TabularModel` takes; ``dls.info`` holds ``cardinalities``, ``cat_names``,
+    ``cont_names``, ``n_cont`` and ``rating_range``. ``batch_size``, ``valid_pct``, ``seed`` and ``root`` as
+    :func:`collab_loaders`'s.
     """
     t = tabular_arrays(root)
     train, valid = split_ratings(len(t.y), valid_pct, seed)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,25 +13,24 @@ from pathlib import Path
 import numpy as np
 
 from jaxlearn.data.arrays import DataLoaders
-from jaxlearn.data.files import DataFileError, cache_dir
+from jaxlearn.data.files import DataFileError, cache_dir, download
 
 
 NAMES_ENV = "JAXLEARN_NAMES_PATH"
-
+"""The environment variable giving the path of ``names.txt`` (:func:`load_names`)."""
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
+"""Where :func:`load_names` downloads ``names.txt`` from when no path is given."""
 
 
 def load_names(path: str | os.PathLike | None = None) -> list[str]:
-    """makemore's 32,033 names: from ``path``, ``$JAXLEARN_NAMES_PATH``, or downloaded once to the cache."""
+    """makemore's 32,033 names: from ``path``, ``$JAXLEARN_NAMES_PATH``, or downloaded once to the cache (a
+    machine that cannot reach :data:`NAMES_URL` fails in seconds, naming the variable to set)."""
     path = path or os.environ.get(NAMES_ENV)
     if path is None:
         path = cache_dir() / "names.txt"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".part")
-            urllib.request.urlretrieve(NAMES_URL, tmp)
-            tmp.rename(path)  # a broken download never leaves a half file under the real name
+            download(NAMES_URL, path, f"set {NAMES_ENV} to a local copy of makemore's names.txt")
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"missing data file {path}: expected makemore's names.txt (one name per line); "
@@ -51,30 +49,36 @@ def load_names(path: str | os.PathLike | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class Vocab:
-    """Characters ↔ integers; '.' (0) marks both the start and the end of a name."""
+    """Characters ↔ integers; '.' (0) marks both the start and the end of a name. ``itos``: the character of
+    each index."""
     itos: tuple[str, ...]
 
     @classmethod
     def from_words(cls, words: Sequence[str]) -> "Vocab":
+        """The vocabulary of ``words``: '.' then their characters in sorted order (makemore's ``stoi``)."""
         return cls((".",) + tuple(sorted(set("".join(words)))))
 
     @property
     def stoi(self) -> dict[str, int]:
+        """``{character: index}``, the inverse of ``itos``."""
         return {s: i for i, s in enumerate(self.itos)}
 
     def __len__(self) -> int:
         return len(self.itos)
 
     def encode(self, word: str) -> list[int]:
+        """The indices of the characters of ``word`` (no '.' added)."""
         stoi = self.stoi
         return [stoi[c] for c in word]
 
     def decode(self, ids: Sequence[int]) -> str:
+        """The characters of the indices ``ids``, joined."""
         return "".join(self.itos[i] for i in ids)
 
 
 def context_windows(words: Sequence[str], vocab: Vocab, block_size: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Every (previous ``block_size`` characters → next character) pair, left-padded with '.' (makemore)."""
+    """Every (previous ``block_size`` characters → next character) pair of ``words``, left-padded with '.'
+    (makemore), as ``(x (N, block_size), y (N,))`` int32 indices of ``vocab``."""
     xs, ys = [], []
     stoi = vocab.stoi
     for w in words:
@@ -89,7 +93,8 @@ def context_windows(words: Sequence[str], vocab: Vocab, block_size: int = 3) -> 
 
 def names_splits(words: Sequence[str], block_size: int = 3, seed: int = 42
                  ) -> tuple[Vocab, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The lecture's split: ``random.seed(42); random.shuffle(words)``, then 80% / 10% / 10% of the words.
+    """The lecture's split: ``random.seed(42); random.shuffle(words)`` (``seed``), then 80% / 10% / 10% of the
+    words as :func:`context_windows` of ``block_size`` characters; returns the vocabulary and the three splits.
 
     With the 32,033 names and block_size 3 this gives 182,625 / 22,655 / 22,866 examples.
     """
@@ -105,9 +110,16 @@ def names_loaders(batch_size: int = 32, seed: int = 0, block_size: int = 3, path
                   split_seed: int = 42, batches_per_epoch: int | None = None) -> DataLoaders:
     """makemore's names as :class:`DataLoaders`: the lecture's train / valid split of context windows.
 
-    ``batches_per_epoch`` draws that many training batches with replacement per epoch (the lecture's
-    ``torch.randint`` minibatches) instead of shuffled passes. ``dls.info`` holds ``vocab``, ``block_size``
-    and the ``test`` split (x, y).
+    ``dls.info`` holds ``vocab``, ``block_size`` and the ``test`` split (x, y).
+
+    Args:
+        batch_size: training examples per batch (the lecture's 32).
+        seed: the training set's shuffle seed.
+        block_size: characters of context per example.
+        path: ``names.txt`` (default: ``$JAXLEARN_NAMES_PATH``, or downloaded once; :func:`load_names`).
+        split_seed: the seed of the 80/10/10 split (:func:`names_splits`; the lecture's 42).
+        batches_per_epoch: draw that many training batches with replacement per epoch (the lecture's
+            ``torch.randint`` minibatches) instead of shuffled passes.
     """
     vocab, splits = names_splits(load_names(path), block_size=block_size, seed=split_seed)
     dls = DataLoaders.from_arrays(splits["train"], splits["valid"], batch_size, seed=seed)
