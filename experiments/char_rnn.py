@@ -9,7 +9,7 @@ characters seen at least 3 times in training, 56 tokens), so each loss compares 
 
     python experiments/char_rnn.py                       # the default ladder (~14 min on a 2-core CPU)
     python experiments/char_rnn.py --docs                # the same, published to docs/char_rnn/
-    python experiments/char_rnn.py --quick               # seconds: 1 epoch of each rung on a slice of the text
+    python experiments/char_rnn.py --quick               # < 1 min: 1 epoch of 3 rungs (one per kind of data)
     python experiments/char_rnn.py --models lstm --full  # the lesson's LSTM (512 x 2, 2+15+63 epochs): a GPU
 
 Writes under ``--out`` (default runs/char_rnn; docs/char_rnn with ``--docs``):
@@ -135,6 +135,9 @@ LADDER: tuple[Rung, ...] = (
     LSTM_DEFAULT,
 )
 NAMES = tuple(r.name for r in LADDER)
+# --quick: one rung per kind of data (windows, sequences, stateful with its diagnostics); a rung costs ~10 s of
+# compiling on a 2-core CPU, so all nine took over two minutes
+QUICK_MODELS = ["char3", "seq_rnn", "stateful_rnn"]
 DIAGNOSED = {"stateful_rnn": "rnn", "gru": "gru", "lstm": "lstm"}  # rung -> cell, for the figures
 
 
@@ -144,13 +147,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         not_applicable={"bs": "each model uses the lesson's batch size (512; 64 streams for the stateful ones)"},
         helps={"epochs": "epochs of every model, one schedule phase (default: each model's own, see LADDER)",
                "lr": "learning rate of every model (default: each model's lesson lr, 1e-3 or 1e-2)"},
-        quick={"epochs": 1, "train_batches": 24, "valid_batches": 8})
+        quick={"epochs": 1, "train_batches": 24, "valid_batches": 8, "models": QUICK_MODELS})
     parser.add_argument("--models", nargs="+", choices=NAMES, default=list(NAMES), help="the rungs to train")
     parser.add_argument("--full", action="store_true",
                         help="the lesson's LSTM: 2 layers of 512, dropout 0.5, fit 2 + SGDR 15 + SGDR 63 epochs "
                              "(hours on a CPU: for a GPU)")
-    parser.add_argument("--train-batches", type=int, default=None, help="train on the first N batches (quick)")
-    parser.add_argument("--valid-batches", type=int, default=None, help="validate on the first N batches (quick)")
+    parser.add_argument("--train-batches", type=runs.positive_int, default=None,
+                        help="train on the first N batches (quick)")
+    parser.add_argument("--valid-batches", type=runs.positive_int, default=None,
+                        help="validate on the first N batches (quick)")
     return parser.parse_args(argv)
 
 
@@ -231,6 +236,7 @@ def samples_of(rung: Rung, learn: Learner, vocab: text.CharVocab, seed: int) -> 
 
 def plot_diagnostics(diagnostics: dict[str, dict], out: Path) -> None:
     import matplotlib.pyplot as plt
+    from jaxlearn.callbacks.plots import integer_ticks
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (cell, d), color in zip(diagnostics.items(), ("C0", "C1", "C2")):
         for when, style in (("trained", "-"), ("init", "--")):
@@ -239,6 +245,7 @@ def plot_diagnostics(diagnostics: dict[str, dict], out: Path) -> None:
                         alpha=1.0 if layer == len(d[when]["grad_norms"]) - 1 else 0.5,
                         label=f"{cell} layer {layer}, {when}")
     ax.set_yscale("log")
+    integer_ticks(ax.xaxis)
     ax.set_xlabel("time step t in the bptt window (loss at every step; the gradient flows right to left)")
     ax.set_ylabel("‖∂L/∂h_t‖ (validation batches)")
     ax.set_title("How far back the gradient reaches through the window")
@@ -254,6 +261,7 @@ def plot_diagnostics(diagnostics: dict[str, dict], out: Path) -> None:
                   for g in d["trained"]["gate_saturation"]]
         ax.bar(np.arange(len(values)) + offset, values, width=0.4, label=when)
     ax.set_xticks(np.arange(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("cell and gate (or the RNN's tanh output)")
     ax.set_ylabel("% saturated")
     ax.set_title("Gates outside (0.05, 0.95); the RNN: |tanh| > 0.97")
     ax.legend()

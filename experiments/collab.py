@@ -2,7 +2,7 @@
 
     python experiments/collab.py                 # full: both datasets, every model, the wd-vs-L2 grid
     python experiments/collab.py --docs          # the same, published to docs/collab/
-    python experiments/collab.py --quick         # seconds: 1 epoch at bs 1024, two strengths in the grid
+    python experiments/collab.py --quick         # < 1 min: 1 epoch at bs 1024, two strengths in the grid
 
 Lesson 5 trains on the ratings alone (user, movie → rating) and validates on a seeded random 20% of the
 ratings (the notebook's ``get_cv_idxs``, seed 42, whatever ``--seed`` says: ``--seed`` seeds the init,
@@ -50,7 +50,7 @@ import optax
 from jaxlearn import metrics, optim
 from jaxlearn.optim import schedules
 from jaxlearn.callbacks import MetricsCB, ParamSchedulerCB, lr_find
-from jaxlearn.callbacks.plots import save
+from jaxlearn.callbacks.plots import annotate_apart, save
 from jaxlearn.collab import (EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel, collab_loaders,
                              tabular_loaders)
 from jaxlearn.data import DataLoaders
@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     helps = {"epochs": "epochs of every run (default: each recipe's own, 3 or 5)",
              "bs": "batch size of every run (default: each recipe's own, 64 as the lesson)",
              "lr": "peak learning rate of every run (default: each recipe's own)",
-             "quick": "a smoke run of seconds: --epochs 1 --bs 1024 --lr 0.03, TabularModel layers 100, 50 and "
+             "quick": "a smoke run of under a minute: --epochs 1 --bs 1024 --lr 0.03, TabularModel layers 100, 50 and "
                       "only two strengths in the wd-vs-L2 grid (flags given explicitly still win)"}
     parser = runs.experiment_parser("collab", __doc__.splitlines()[0], epochs=None, bs=None, lr=None, seed=0,
                                     quick=QUICK, helps=helps)
@@ -242,23 +242,33 @@ def plot_movie_biases(titles: list[str], biases: np.ndarray, path: Path, n: int 
     ax.barh(np.arange(2 * n), biases[shown], color=["tab:red"] * n + ["tab:green"] * n)
     ax.set_yticks(np.arange(2 * n), [titles[i] for i in shown], fontsize=8)
     ax.axvline(0, color="k", lw=0.7)
-    ax.set(xlabel="learned movie bias (logit of the sigmoid range)",
+    ax.set(xlabel="learned movie bias (logit of the sigmoid range)", ylabel="movie",
            title=f"Worst and best {n} movies by bias, among the {len(titles):,} most rated")
     save(fig, path)
 
 
-def plot_movie_pca(titles: list[str], components: np.ndarray, share: np.ndarray, path: Path,
-                   n_labelled: int = 50) -> None:
-    """All movies as grey points, the ``n_labelled`` most rated (the first rows) with their titles."""
+def extreme_movies(components: np.ndarray, candidates: int, k: int) -> list[int]:
+    """Rows of the ``k`` most extreme among the first ``candidates`` (the most rated) at each end of PC1 and
+    PC2, alternating between the four ends, most extreme first: lesson 6's way of reading a component."""
+    first = components[:candidates, :2]
+    ends = [np.argsort(sign * first[:, pc], kind="stable")[:k] for pc in (0, 1) for sign in (1, -1)]
+    return list(dict.fromkeys(int(i) for rank in zip(*ends) for i in rank))
+
+
+def plot_movie_pca(titles: list[str], components: np.ndarray, share: np.ndarray, path: Path | None,
+                   candidates: int = 300, k: int = 6) -> plt.Figure:
+    """All movies as grey points; the ``k`` most extreme at each end of PC1 and PC2 among the ``candidates``
+    most rated (the first rows) in blue with their titles, placed so that none overlaps another (a title
+    with no free place beside its point is left out)."""
     fig, ax = plt.subplots(figsize=(12, 10))
     ax.scatter(components[:, 0], components[:, 1], s=4, color="0.8")
-    ax.scatter(components[:n_labelled, 0], components[:n_labelled, 1], s=10, color="tab:blue")
-    for i in range(n_labelled):
-        ax.annotate(titles[i], components[i, :2], fontsize=7, xytext=(3, 2), textcoords="offset points")
-    ax.set(xlabel=f"PC1 ({share[0]:.0%} of the variance)", ylabel=f"PC2 ({share[1]:.0%})",
-           title=f"Movie factors of EmbeddingDotBias ({len(titles):,} most-rated movies; the "
-                 f"{n_labelled} most rated labelled)")
-    save(fig, path)
+    shown = extreme_movies(components, candidates, k)
+    ax.scatter(components[shown, 0], components[shown, 1], s=12, color="tab:blue")
+    ax.set(xlabel=f"PC1 ({share[0]:.0%} of the variance)", ylabel=f"PC2 ({share[1]:.0%} of the variance)",
+           title=f"Movie factors of EmbeddingDotBias ({len(titles):,} most-rated movies; labelled: the {k} most "
+                 f"extreme of the {min(candidates, len(titles))} most rated at each end of PC1 and PC2)")
+    annotate_apart(ax, components[shown, :2], [titles[i] for i in shown])
+    return save(fig, path)
 
 
 def interpret(learn: Learner, out: Path) -> dict:
@@ -373,10 +383,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = runs.prepare_run(args)
     recipes = [apply_overrides(r, args) for r in RECIPES]
 
+    base = apply_overrides(WD_VS_L2_BASE, args)
     rows, interpretation, lr_suggestion = [], {}, float("nan")
     for recipe in recipes:
         learn = None
-        if recipe == apply_overrides(WD_VS_L2_BASE, args):  # the model lesson 6 interprets: find its lr first
+        if recipe == base:  # the model lesson 6 interprets: find its lr first
             learn = make_learner(recipe, args.seed)
             finder = lr_find(learn, plot_path=out / "lr_find.png")  # puts the state back afterwards
             lr_suggestion = finder.suggestion
@@ -385,14 +396,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{row['dataset']:16s} {row['model']:17s} {recipe.recipe:9s} valid MSE {row['valid_mse']:.4f} "
               f"(lesson {fmt(row['lesson_mse'], 3)}, mean predictor {row['mean_predictor_mse']:.4f}) "
               f"in {row['seconds']:.1f} s", flush=True)
-        if recipe == apply_overrides(WD_VS_L2_BASE, args):
-            interpretation = interpret(learn, out)
+        if recipe == base:
+            interpretation, base_row = interpret(learn, out), row
 
     wd_rows = []
     for regularization, strength in (QUICK_GRID if args.quick else WD_VS_L2_GRID):
-        recipe = replace(apply_overrides(WD_VS_L2_BASE, args), regularization=regularization,
-                         weight_decay=strength, target=None)
-        row, _ = train(recipe, args.seed)
+        if (regularization, strength) == (base.regularization, base.weight_decay):
+            row = base_row  # the base recipe itself, trained above: the same seed gives the same numbers
+        else:
+            row, _ = train(replace(base, regularization=regularization, weight_decay=strength, target=None),
+                           args.seed)
         wd_rows.append({"regularization": regularization, "strength": strength, "valid_mse": row["valid_mse"],
                         "train_mse": row["train_mse"], "settings": row["settings"], "seconds": row["seconds"]})
         print(f"wd vs L2: {regularization:9s} {strength:<7g} valid MSE {row['valid_mse']:.4f} "

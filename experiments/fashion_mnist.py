@@ -4,7 +4,7 @@ Everything is jaxlearn's own: BatchNorm from scratch, leaky Kaiming init, Genera
 optax transform, fastai's one-cycle schedule.
 
     python experiments/fashion_mnist.py --epochs 3 --bs 256 --lr 0.2 --out runs/fashion_mnist
-    python experiments/fashion_mnist.py --quick          # seconds: 1 epoch on the first 1,024 images
+    python experiments/fashion_mnist.py --quick          # < 1 min: 1 epoch on the first 1,024 images
 
 Prints the epoch table and the test accuracy beside the lesson's number; writes ``OUT/results.json`` and
 ``OUT/loss.png`` (OUT: ``runs/fashion_mnist`` unless ``--out``). A loss that turns NaN stops the run with exit
@@ -31,7 +31,8 @@ LESSON_ACCURACY = 0.899  # lesson 17: BatchNorm, bs 256, 3 epochs at lr 0.2 then
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = runs.experiment_parser("fashion_mnist", __doc__.splitlines()[0], epochs=3, bs=256, lr=0.2, seed=0,
                                     quick={"epochs": 1, "n_train": 1024})
-    parser.add_argument("--n-train", type=int, default=None, help="train on the first N images (quick runs)")
+    parser.add_argument("--n-train", type=runs.positive_int, default=None,
+                        help="train on the first N images (quick runs)")
     return parser.parse_args(argv)
 
 

@@ -3,7 +3,7 @@
     python experiments/lesson17.py                      # the whole ladder -> runs/lesson17/
     python experiments/lesson17.py --docs               # the same, published: -> docs/lesson17/
     python experiments/lesson17.py --rungs baseline batchnorm --out runs/l17
-    python experiments/lesson17.py --quick              # seconds: batchnorm, 1 epoch a fit, 1,024 images
+    python experiments/lesson17.py --quick              # < 1 min: batchnorm, 1 epoch a fit, 1,024 images
 
 Every rung trains the lesson's plain stride-2 CNN (1→8→16→32→64→10) with SGD + momentum 0.85 (the lesson's
 ``MomentumLearner``: heavy-ball momentum, ``optax.sgd(momentum=0.85)``), lr 0.2 and batch size 1024, for as many
@@ -188,8 +188,8 @@ def run_rung(rung: Rung, data: dict, out: Path, seed: int, n_train: int | None, 
     prefix = out / rung.name
     t0 = time.perf_counter()
     extra: dict = {}
-    if args is not None and (health := runs.diagnose(learn, args, rung.name)):
-        extra["health"] = health
+    if args is not None and (report := runs.diagnose(learn, args, rung.name)):
+        extra["health"] = report
     if rung.init == "lsuv":
         xb = dls.train.transform(dls.train.x[:min(1024, len(dls.train))])
         xb = normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)(xb) if rung.normalize_input else xb
@@ -327,13 +327,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "bs": "batch size of every rung (default: the lesson's, 1024, or 256 with BatchNorm)",
                "lr": "learning rate of every rung (default: the lesson's, per rung; batchnorm's continuation "
                      "keeps its 0.05)"},
-        quick={"rungs": ["batchnorm"], "epochs": 1, "n_train": 1024})
+        quick={"rungs": ["batchnorm"], "epochs": 1, "n_train": 1024},
+        keep_results=True)  # results.json gathers the rungs of every run: the ladder may be run rung by rung
     parser.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS),
                         help="rungs to run (default: all, in ladder order)")
-    parser.add_argument("--n-train", type=int, default=None, help="train on the first N images (smoke runs)")
+    parser.add_argument("--n-train", type=runs.positive_int, default=None,
+                        help="train on the first N images (smoke runs)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite OUT/README.md from OUT/results.json (notes from the current ladder); no training")
-    parser.add_argument("--steps-per-call", type=int, default=1,
+    parser.add_argument("--steps-per-call", type=runs.positive_int, default=1,
                         help="batches per compiled call (lax.scan); the LR finder always steps one at a time")
     return parser.parse_args(argv)
 

@@ -2,7 +2,7 @@
 
     python experiments/optimizers.py                    # -> runs/optimizers/
     python experiments/optimizers.py --docs             # the same, published: -> docs/optimizers/
-    python experiments/optimizers.py --quick            # seconds: the demos and 1 epoch of SGD on 1,024 images
+    python experiments/optimizers.py --quick            # < 1 min: the demos and 1 epoch of SGD on 1,024 images
 
 Trains lesson 17's CNN (jaxlearn.nn.norms.BatchNorm, GeneralRelu(0.1, 0.4), leaky Kaiming init, input
 normalization, batch size 1024, 3 epochs) on Fashion-MNIST with each of jaxlearn.optim's optimizers at the
@@ -43,7 +43,7 @@ import optax  # noqa: E402
 from jaxlearn import optim  # noqa: E402
 from jaxlearn.callbacks import (BatchTransformCB, MetricsCB, ParamSchedulerCB, RecorderCB, SGDRSnapshotCB,
                                 SmoothedLossCB, snapshot_ensemble_accuracy)
-from jaxlearn.callbacks.plots import save  # noqa: E402
+from jaxlearn.callbacks.plots import integer_ticks, save  # noqa: E402
 from jaxlearn.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist_loaders, normalize  # noqa: E402
 from jaxlearn.learner import Learner  # noqa: E402
 from jaxlearn.nn import BatchNorm, GeneralRelu, kaiming_normal  # noqa: E402
@@ -127,7 +127,8 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for row in rows:
         ax.plot(row["_losses"], lw=0.9, label=f"{row['optimizer']} ({row['test_accuracy']:.3f})")
-    ax.set(xlabel="batch", ylabel="training loss", yscale="log",
+    integer_ticks(ax.xaxis)
+    ax.set(xlabel="training batch", ylabel="training loss", yscale="log",
            title="lesson-17 BN CNN, Fashion-MNIST, bs 1024 (test accuracy in brackets)")
     ax.legend(fontsize=8)
     save(fig, path)
@@ -137,7 +138,8 @@ def plot_recorded(recs: dict[str, list[float]], path: Path, title: str) -> None:
     fig, axs = plt.subplots(1, len(recs), figsize=(4.5 * len(recs), 3.2), squeeze=False)
     for ax, (name, values) in zip(axs[0], recs.items()):
         ax.plot(values)
-        ax.set(title=f"{title}: {name}", xlabel="training step")
+        ax.set(title=f"{title}: {name}", xlabel="training step", ylabel=name)
+        integer_ticks(ax.xaxis)
     save(fig, path)
 
 
@@ -150,11 +152,13 @@ def plot_schedules(path: Path, steps_per_epoch: int = 59) -> dict:
     sg = sgdr(1.5, steps_per_epoch, 1, 2)
     fig, axs = plt.subplots(1, 3, figsize=(13, 3.2))
     axs[0].plot(t, jax.vmap(oc)(t))
-    axs[0].set(title="one_cycle(6e-2, pct_start=0.3)", xlabel="step")
+    axs[0].set(title="one_cycle(6e-2, pct_start=0.3)", xlabel="step", ylabel="learning rate")
     axs[1].plot(t, jax.vmap(mom)(t))
-    axs[1].set(title="one_cycle_momentum (0.95, 0.85, 0.95)", xlabel="step")
+    axs[1].set(title="one_cycle_momentum (0.95, 0.85, 0.95)", xlabel="step", ylabel="beta1 (momentum)")
     axs[2].plot(t7, jax.vmap(sg)(t7))
-    axs[2].set(title="sgdr(1.5, cycle_len=1, cycle_mult=2)", xlabel="step")
+    axs[2].set(title="sgdr(1.5, cycle_len=1, cycle_mult=2)", xlabel="step", ylabel="learning rate")
+    for ax in axs:
+        integer_ticks(ax.xaxis)
     for e in (1, 3, 7):
         axs[2].axvline(e * steps_per_epoch, color="k", lw=0.6, ls="--")
     save(fig, path)
@@ -258,7 +262,9 @@ def adam_vs_sgd_demo(steps: int = 5000, tol: float = 1e-4, path: Path | None = N
             n_steps = _steps_to(curves, tol)
             best = int(np.argmin(np.where(np.isfinite(n_steps), n_steps, np.inf)
                                  if np.isfinite(n_steps).any() else np.nan_to_num(curves[:, -1], nan=np.inf)))
-            out[kind][name] = {"best_lr": float(lrs[best]), "steps_to_tol": float(n_steps[best]),
+            # None (JSON null) when the loss never settles below tol: strict JSON has no infinity
+            settled = float(n_steps[best]) if np.isfinite(n_steps[best]) else None
+            out[kind][name] = {"best_lr": float(lrs[best]), "steps_to_tol": settled,
                                "final_loss": float(curves[best, -1])}
             ax.plot(np.arange(1, steps + 1), curves[best], label=f"{name}, lr {lrs[best]:.2g}")
         ax.axhline(tol, color="gray", lw=0.6, ls="--")
@@ -315,7 +321,7 @@ def l2_vs_decay_demo(steps: int = 300, wd: float = 0.1, path: Path | None = None
         ax.bar(idx - 0.2, l2, 0.4, label="L2 (add_l2 -> opt)")
         ax.bar(idx + 0.2, decoupled, 0.4, label="decoupled (weight_decay=)")
         ax.set(title=f"{name}: max |diff| {out[name]['max_abs_diff']:.2g}",
-               xlabel="feature (scale 0.1 -> 10)", ylabel="weight")
+               xlabel="feature (scale 0.1 -> 10)", ylabel="weight", xticks=idx)
         ax.legend(fontsize=7)
     save(fig, path)
     return out
@@ -328,6 +334,10 @@ def run_demos(out_dir: Path) -> dict:
             "schedules": plot_schedules(out_dir / "schedules.png")}
 
 
+def _steps_text(steps: float | None) -> str:
+    return "never" if steps is None else f"{steps:g}"
+
+
 def print_demos(demos: dict) -> None:
     print("\nmomentum on a constant gradient (lr 1, g 1): heavy-ball step after 500 steps vs 1/(1-beta)")
     for beta, d in demos["momentum"].items():
@@ -338,7 +348,7 @@ def print_demos(demos: dict) -> None:
     for kind in ("standardized", "raw"):
         for name in ("sgd", "adam"):
             d = a[kind][name]
-            print(f"  {kind:>12} x, {name:>4}: lr {d['best_lr']:.2g}, steps {d['steps_to_tol']:g}, "
+            print(f"  {kind:>12} x, {name:>4}: lr {d['best_lr']:.2g}, steps {_steps_text(d['steps_to_tol'])}, "
                   f"final MSE {d['final_loss']:.3g}")
     w = demos["l2_vs_weight_decay"]
     print(f"\nL2 vs decoupled weight decay (wd {w['wd']}, {w['steps']} steps): max |w_L2 - w_decoupled|")
@@ -391,8 +401,8 @@ def write_readme(out: Path, rows: list[dict], demos: dict, command: str, seconds
     for kind, label in (("standardized", "N(0, 1)"), ("raw", "U(0, 100)")):
         for name in ("sgd", "adam"):
             d = a[kind][name]
-            steps = "never" if not np.isfinite(d["steps_to_tol"]) else f"{d['steps_to_tol']:g}"
-            lines.append(f"| {label} | {name} | {d['best_lr']:.2g} | {steps} | {d['final_loss']:.2g} |")
+            lines.append(f"| {label} | {name} | {d['best_lr']:.2g} | {_steps_text(d['steps_to_tol'])} | "
+                         f"{d['final_loss']:.2g} |")
     lines += ["", "On the well-conditioned problem SGD is far faster: Adam's normalized steps are ~lr "
               "whatever the gradient, so it crawls to the intercept and then rattles around the minimum. "
               "With raw x (condition number ~10^4) SGD's lr is capped by the steep "
@@ -419,10 +429,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "optimizers", __doc__.splitlines()[0], epochs=3, bs=1024, lr=None, seed=0,
         helps={"lr": "learning rate of every optimizer (default: each one's from the lesson)"},
         quick={"epochs": 1, "n_train": 1024, "only": "sgd"})
-    parser.add_argument("--n-train", type=int, default=None, help="train on the first N images (quick runs)")
+    parser.add_argument("--n-train", type=runs.positive_int, default=None,
+                        help="train on the first N images (quick runs)")
     parser.add_argument("--only", default=None, help="comma-separated substrings of the runs to train")
     parser.add_argument("--demos-only", action="store_true", help="skip the CNN runs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.only:
+        names = [spec["optimizer"] for spec in run_specs()]
+        unmatched = [part for part in args.only.split(",") if not any(part in name for name in names)]
+        if unmatched:
+            parser.error(f"--only {args.only}: {', '.join(map(repr, unmatched))} is in none of the runs' names "
+                         f"({'; '.join(names)})")
+    return args
 
 
 @runs.exit_on_run_error

@@ -1,7 +1,7 @@
 """course22 lesson 14's ResNet on Fashion-MNIST: AdamW + one-cycle, optional augmentation and TTA.
 
     python experiments/resnet.py --epochs 5 --out runs/resnet5                        # goal >= 92.5%
-    python experiments/resnet.py --quick                                             # seconds: a tiny ResNet
+    python experiments/resnet.py --quick                                             # < 1 min: a tiny ResNet
     python experiments/resnet.py --epochs 20 --augment --tta --tta-n 4 --lr 4e-2 --out runs/resnet20_aug
                                                                                       # goal >= 94.5% (TTA)
 
@@ -49,18 +49,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = runs.experiment_parser("resnet", __doc__.splitlines()[0], epochs=5, bs=1024, lr=2e-2, seed=0,
                                helps={"lr": "one-cycle peak learning rate"},
                                quick={"epochs": 1, "bs": 128, "n_train": 512, "n_test": 512, "nfs": "8,16"})
-    p.add_argument("--wd", type=float, default=1e-2, help="AdamW decoupled weight decay")
-    p.add_argument("--pct-start", type=float, default=0.3)
+    p.add_argument("--wd", type=runs.non_negative_float, default=1e-2, help="AdamW decoupled weight decay")
+    p.add_argument("--pct-start", type=runs.fraction, default=0.3, help="share of the one-cycle spent warming up")
     p.add_argument("--augment", action="store_true", help="random flip + pad-and-random-crop (--pad)")
-    p.add_argument("--pad", type=int, default=1, help="pixels of padding for the random crop (course22: 1)")
+    p.add_argument("--pad", type=runs.non_negative_int, default=1,
+                   help="pixels of padding for the random crop (course22: 1)")
     p.add_argument("--erase", action="store_true", help="also random erasing (needs --augment)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirror image")
-    p.add_argument("--tta-n", type=int, default=0, help="extra random augmented views for TTA")
-    p.add_argument("--nfs", type=str, default="16,32,64,128,256", help="channels of the ResBlocks")
-    p.add_argument("--steps-per-call", type=int, default=None,
+    p.add_argument("--tta-n", type=runs.non_negative_int, default=0, help="extra random augmented views for TTA")
+    p.add_argument("--nfs", type=runs.positive_int_list, default="16,32,64,128,256",
+                   help="channels of the ResBlocks, comma-separated")
+    p.add_argument("--steps-per-call", type=runs.positive_int, default=None,
                    help="batches per compiled call (default: a whole epoch on GPU/TPU, 1 on CPU)")
-    p.add_argument("--n-train", type=int, default=None, help="train on the first N images (quick runs)")
-    p.add_argument("--n-test", type=int, default=None, help="test on the first N test images (quick runs)")
+    p.add_argument("--n-train", type=runs.positive_int, default=None,
+                   help="train on the first N images (quick runs)")
+    p.add_argument("--n-test", type=runs.positive_int, default=None,
+                   help="test on the first N test images (quick runs)")
     args = p.parse_args(argv)
     if args.erase and not args.augment:
         p.error("--erase needs --augment")

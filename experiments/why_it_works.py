@@ -2,7 +2,7 @@
 
     python experiments/why_it_works.py                  # a few minutes on a laptop CPU -> runs/why_it_works/
     python experiments/why_it_works.py --docs           # the same, published to docs/why_it_works/
-    python experiments/why_it_works.py --quick --out /tmp/wiw       # seconds: a smoke run on tiny subsets
+    python experiments/why_it_works.py --quick --out /tmp/wiw       # < 1 min: a smoke run on tiny subsets
 
 1. Memorization (Zhang et al. 2016): an MLP drives its training loss towards 0 on *random* labels (it
    memorises), while its test accuracy stays at chance (10%); the same MLP on the true labels, for contrast.
@@ -104,7 +104,7 @@ def learner(model, train, valid, bs, lr, optimizer=adam, seed=0, steps_per_call=
 
 
 def test_accuracy(learn: Learner, d: Data) -> float:
-    return float((learn.predict(d.xt).argmax(-1) == d.yt).mean())
+    return float((learn.predict(d.xt, raw=True).argmax(-1) == d.yt).mean())
 
 
 def log(msg: str) -> None:
@@ -122,6 +122,7 @@ def savefig(fig, path: Path) -> None:
 def memorization(d: Data, n: int, epochs: int, chunk: int, out: Path,
                  args: argparse.Namespace | None = None) -> dict:
     import matplotlib.pyplot as plt
+    from jaxlearn.callbacks.plots import integer_ticks
     rng = np.random.default_rng(0)
     x, y_true = d.x[:n], d.y[:n]
     y_rand = rng.integers(0, 10, n).astype(np.int32)
@@ -152,6 +153,7 @@ def memorization(d: Data, n: int, epochs: int, chunk: int, out: Path,
     axs[1].axhline(0.1, color="gray", lw=0.8, ls=":")
     axs[1].set(xlabel="epoch", ylabel="accuracy", title="memorizes random labels; test stays at chance")
     axs[0].legend(), axs[1].legend(fontsize=7)
+    integer_ticks(axs[0].xaxis, axs[1].xaxis)
     savefig(fig, out / "memorization.png")
     return {name: [dict(epoch=e, train_loss=l, train_accuracy=a, test_accuracy=t) for e, l, a, t in rows]
             for name, rows in curves.items()}
@@ -185,7 +187,8 @@ def confidence(probs_correct: np.ndarray, out: Path) -> dict:
         ax.errorbar([i + 0.3], [p_all], yerr=[h], fmt="k_", capsize=6, label="±1.96·sqrt(p(1-p)/n)" if i == 0 else None)
     ax.axhline(p_all, color="gray", ls=":", lw=0.8)
     ax.set_xticks([0, 1], ["100 test images", "1,000 test images"])
-    ax.set(ylabel="accuracy", title=f"accuracy on disjoint test subsets (all {n_all}: {100 * p_all:.2f}%)")
+    ax.set(xlabel="size of each disjoint test subset", ylabel="accuracy",
+           title=f"accuracy on disjoint test subsets (all {n_all}: {100 * p_all:.2f}%)")
     ax.legend()
     savefig(fig, out / "ci.png")
     return {"rows": rows}
@@ -255,7 +258,7 @@ def ladder(d: Data, n_train: int, epochs: int, out: Path) -> tuple[dict, np.ndar
         learn = learner(Ladder(step), (d.x[:n_train], d.y[:n_train]), (d.xt, d.yt), bs=128, lr=3e-3)
         t0 = time.perf_counter()
         learn.fit(epochs, valid=False)
-        preds = learn.predict(d.xt).argmax(-1)
+        preds = learn.predict(d.xt, raw=True).argmax(-1)
         acc = float((preds == d.yt).mean())
         n_params = sum(p.size for p in jax.tree.leaves(learn.state.params))
         rows.append(dict(step=step, label=label, test_accuracy=acc, ci95=accuracy_ci_halfwidth(acc, len(d.yt)),
@@ -267,7 +270,7 @@ def ladder(d: Data, n_train: int, epochs: int, out: Path) -> tuple[dict, np.ndar
            capsize=5, color="tab:blue")
     ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=12, fontsize=8)
     lo = min(100 * r["test_accuracy"] for r in rows)
-    ax.set(ylim=(lo - 5, 100), ylabel="test accuracy (%)",
+    ax.set(ylim=(lo - 5, 100), xlabel="model", ylabel="test accuracy (%)",
            title=f"the development ladder ({n_train} training images, {epochs} epochs)")
     savefig(fig, out / "ladder.png")
     return {"rows": rows}, correct
@@ -437,7 +440,8 @@ def write_readme(r: dict, out: Path, n_test: int) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     own = "each demo sets its own (see settings in results.json)"
     return runs.experiment_parser(
-        "why_it_works", __doc__.splitlines()[0], helps={"quick": "tiny subsets and epochs: a smoke run in seconds"},
+        "why_it_works", __doc__.splitlines()[0],
+        helps={"quick": "tiny subsets and epochs: a smoke run of under a minute"},
         not_applicable={"epochs": own, "bs": own, "lr": own,
                         "seed": "the demos fix their seeds, so that the published numbers reproduce"},
     ).parse_args(argv)

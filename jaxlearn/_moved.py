@@ -62,5 +62,6 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> None:
+    """Make the old module paths of :data:`MOVED` importable (once; ``import jaxlearn`` calls it)."""
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())  # before the path finders: a stale jaxlearn/norms.py must not win

@@ -23,21 +23,18 @@ Events, for ``learn.fit(n_epochs)``::
 Each ``before_X`` / ``after_X`` pair is followed by ``cleanup_X``; raising ``CancelXException`` skips to
 ``after_cancel_X`` then ``cleanup_X``. What a callback reads on ``learn`` during those events:
 
-==========================  =========================================================================
-``learn.state``             the :class:`~jaxlearn.step.TrainState` (params, model state, optimizer state,
-                            step, key); the next training call reuses its buffers (keep a
-                            :func:`~jaxlearn.trees.copy_state`)
-``learn.epoch``             the epoch index in this fit; ``learn.epochs`` the range being run
-``learn.training``          True in the training pass, False in the validation pass
-``learn.dl``                the :class:`~jaxlearn.data.ArrayDataset` of the pass
-``learn.iter``              the first batch of the current call (0-based, within the epoch)
-``learn.n_steps``           how many batches the current call runs (training)
-``learn.indices``           ``(idx, weight)``: the epoch's example indices and weights, one row per batch
-                            (``(n_batches, batch_size)`` each), on the device
-``learn.losses``            after a training call: the ``(n_steps,)`` losses of its batches, on the device
-``learn.step_outputs[cb]``  after a training call: what ``cb.in_step`` returned, stacked over its steps
-``learn.epoch_metrics``     after an epoch's pass: ``{'loss': ..., 'accuracy': ...}`` as host floats
-==========================  =========================================================================
+* ``learn.state``: the :class:`~jaxlearn.step.TrainState` (params, model state, optimizer state, step, key); the
+  next training call reuses its buffers (keep a :func:`~jaxlearn.trees.copy_state`);
+* ``learn.epoch``: the epoch index in this fit; ``learn.epochs`` the range being run;
+* ``learn.training``: True in the training pass, False in the validation pass;
+* ``learn.dl``: the :class:`~jaxlearn.data.ArrayDataset` of the pass;
+* ``learn.iter``: the first batch of the current call (0-based, within the epoch);
+* ``learn.n_steps``: how many batches the current call runs (training);
+* ``learn.indices``: ``(idx, weight)``, the epoch's example indices and weights, one row per batch
+  (``(n_batches, batch_size)`` each), on the device;
+* ``learn.losses``: after a training call, the ``(n_steps,)`` losses of its batches, on the device;
+* ``learn.step_outputs[cb]``: after a training call, what ``cb.in_step`` returned, stacked over its steps;
+* ``learn.epoch_metrics``: after an epoch's pass, ``{'loss': ..., 'accuracy': ...}`` as host floats.
 
 Reading a device value (``float(learn.losses[0])``) waits for the device: keep values as arrays and read them
 once per epoch or fit, as :class:`StepRecorder` does.
@@ -88,6 +85,9 @@ class Callback:
 
     @property
     def signature(self) -> tuple:
+        """What this callback puts into the compiled step, as a hashable key: callbacks with equal signatures
+        share one compilation. Default ``(type(self), id(self))``: a callback the Learner cannot compare is
+        compiled per instance; subclasses return their settings (bins, names, schedules)."""
         return (type(self), id(self))  # unknown callbacks: compiled per instance
 
 
@@ -96,13 +96,18 @@ class StepRecorder(Callback):
     concatenates them on the host only when read (``recorded``). Default: this callback's in-step outputs."""
 
     def before_fit(self, learn: LearnerLike) -> None:
+        """Forget the records of an earlier fit."""
         self._chunks: list = []
 
     def after_batch(self, learn: LearnerLike) -> None:
+        """Keep ``record(learn)`` of a training call (still on the device)."""
         if learn.training:
             self._chunks.append(self.record(learn))
 
     def record(self, learn: LearnerLike) -> Any:
+        """What to keep of one training call, read from ``learn`` (the Learner); override to keep something
+        else. Default: ``learn.step_outputs[self]``, this callback's ``in_step`` results stacked over the call's
+        steps."""
         return learn.step_outputs[self]
 
     @property

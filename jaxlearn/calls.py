@@ -16,27 +16,30 @@ import jax
 
 from jaxlearn.callback import Callback
 from jaxlearn.data import DataLoaders
-from jaxlearn.metrics import Metric
+from jaxlearn.metrics import AnyMetric
 from jaxlearn.step import (StepContext, Transform, compose_transforms, make_eval_call, make_eval_step,
                            make_predict, make_train_call, make_train_step)
 from jaxlearn.trees import flatten_intermediates
 
 
 def callbacks_transform(callbacks: Sequence[Callback]) -> Transform:
-    """The ``batch_transform`` of every callback that has one, in the given order, as one transform."""
+    """The ``batch_transform`` of every one of ``callbacks`` that has one, in the given order, as one transform."""
     return compose_transforms([cb.batch_transform for cb in callbacks if hasattr(cb, "batch_transform")])
 
 
 def compiled_calls(cache: dict, callbacks: Sequence[Callback], total_steps: int, loss_fn: Callable,
-                   metrics: Sequence[Metric], dls: DataLoaders, constrain: Callable, jit_kwargs: Mapping,
+                   metrics: Sequence[AnyMetric], dls: DataLoaders, constrain: Callable, jit_kwargs: Mapping,
                    compute_dtype: Any = None) -> tuple:
-    """The train, eval and predict calls for ``callbacks`` (sorted by order), built once and kept in ``cache``.
+    """The train, eval and predict calls for ``callbacks`` (sorted by order), built once and kept in ``cache``:
+    the step's ``loss_fn`` and ``metrics``, the datasets' input transforms from ``dls``, ``constrain`` laying each
+    batch out on the devices and ``jit_kwargs`` for ``jax.jit`` (:func:`jaxlearn.step.make_train_call`).
 
     What a callback puts into the trace — ``in_step`` hooks and ``capture`` filters, ``batch_transform``,
     ``hyper_schedules`` (with the fit's ``total_steps``) — is named by its ``signature``: calls are shared by
     callbacks with equal signatures. The eval and predict calls depend on the transforms only. Returns
     ``(train_call, eval_call, predict, hooked)``, ``hooked`` mapping the train call's output names to the
-    callbacks whose ``in_step`` made them. ``compute_dtype``: see :func:`make_train_step` (one per cache).
+    callbacks whose ``in_step`` made them. ``compute_dtype``: see :func:`~jaxlearn.step.make_train_step` (one per
+    cache).
     """
     in_step = [cb for cb in callbacks if hasattr(cb, "in_step") or cb.capture is not None]
     tfms = tuple(cb.signature for cb in callbacks if hasattr(cb, "batch_transform"))

@@ -20,6 +20,7 @@ import numpy as np
 from jaxlearn.callback import LearnerLike
 from jaxlearn.data import ArrayDataset
 from jaxlearn.losses import per_example_loss
+from jaxlearn.train_flag import train_kwargs
 
 if TYPE_CHECKING:  # matplotlib is imported when something is drawn
     from matplotlib.figure import Figure
@@ -36,9 +37,9 @@ def _sample_inputs(learn: LearnerLike, n: int = 2):
 
 def summary(learn: LearnerLike, print_fn: Callable[[str], Any] | None = print) -> str:
     """fastai's ``learn.summary()``: each layer's output shape and parameter count (``flax.linen.tabulate``
-    on two training examples; flax's total also counts BatchNorm statistics), then the number of trainable
-    parameters. Printed and returned."""
-    kwargs = {"train": False} if learn.state.takes_train else {}
+    on two training examples of the Learner ``learn``; flax's total also counts BatchNorm statistics), then the
+    number of trainable parameters. Printed with ``print_fn`` (``None``: not printed) and returned."""
+    kwargs = train_kwargs(learn.state.train_flag, False)
     table = nn.tabulate(learn.model, {"params": jax.random.key(0), "dropout": jax.random.key(0)},
                         console_kwargs={"width": 120, "color_system": None})(_sample_inputs(learn), **kwargs)
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(learn.state.params))
@@ -54,11 +55,12 @@ def _labels(learn: LearnerLike, n_classes: int) -> list[str]:
 
 def show_results(learn: LearnerLike, n: int = 9, ds: ArrayDataset | None = None,
                  path: str | Path | None = None) -> Figure:
-    """fastai's ``learn.show_results()``: the first ``n`` validation images titled ``predicted / true``
-    (``dls.info['classes']`` names when present; green when right, red when wrong)."""
+    """fastai's ``learn.show_results()``: the first ``n`` images of ``ds`` (default: the validation set) titled
+    ``predicted / true`` (``dls.info['classes']`` names when present; green when right, red when wrong); the
+    figure, also saved to ``path`` when given."""
     ds = ds or learn.dls.valid
     x, y = np.asarray(ds.x[:n]), np.asarray(ds.y[:n])
-    out = learn.predict(x)
+    out = learn.predict(x, raw=True)
     pred, labels = out.argmax(-1), _labels(learn, out.shape[-1])
     from jaxlearn.callbacks.plots import show_images
     return show_images(x, [f"{labels[p]} / {labels[t]}" for p, t in zip(pred, y)],
@@ -69,8 +71,8 @@ def show_results(learn: LearnerLike, n: int = 9, ds: ArrayDataset | None = None,
 class ClassificationInterpretation:
     """fastai's ``ClassificationInterpretation``: a classifier's predictions on a dataset, kept on the host.
 
-    ``probs`` (softmax of the model's outputs), ``targets``, ``decoded`` (argmax), ``losses`` (the Learner's
-    per-example loss); ``classes`` names the labels.
+    ``x`` (the inputs), ``probs`` (softmax of the model's outputs), ``targets``, ``decoded`` (argmax), ``losses``
+    (the Learner's per-example loss); ``classes`` names the labels. Made by :meth:`from_learner`.
     """
     x: np.ndarray
     targets: np.ndarray
@@ -83,13 +85,14 @@ class ClassificationInterpretation:
         """Predict ``ds`` (default: the validation set) with ``learn.predict`` and keep what interpretation needs."""
         ds = ds or learn.dls.valid
         x, y = jax.device_get((ds.x, ds.y))
-        logits = learn.predict(x)
+        logits = learn.predict(x, raw=True)
         losses = per_example_loss(learn.loss_fn, jnp.asarray(logits), jnp.asarray(y))
         return cls(x, np.asarray(y), np.asarray(jax.nn.softmax(logits.astype(np.float32), -1)),
                    np.asarray(losses), _labels(learn, logits.shape[-1]))
 
     @property
     def decoded(self) -> np.ndarray:
+        """The predicted class of each example (the argmax of ``probs``)."""
         return self.probs.argmax(-1)
 
     def confusion_matrix(self) -> np.ndarray:
@@ -110,7 +113,8 @@ class ClassificationInterpretation:
         return self.losses[idx], idx
 
     def plot_confusion_matrix(self, normalize: bool = False, path: str | Path | None = None) -> Figure:
-        """The confusion matrix as an image with its counts (or row fractions with ``normalize``)."""
+        """The confusion matrix as an image with its counts (or row fractions with ``normalize``); the figure,
+        also saved to ``path`` when given."""
         import matplotlib.pyplot as plt
         from jaxlearn.callbacks.plots import save
         cm = self.confusion_matrix().astype(np.float64)
@@ -129,7 +133,7 @@ class ClassificationInterpretation:
 
     def plot_top_losses(self, k: int = 9, path: str | Path | None = None) -> Figure:
         """The ``k`` worst-predicted images titled ``predicted / actual / loss / probability of the
-        prediction``, as fastai's ``plot_top_losses``."""
+        prediction``, as fastai's ``plot_top_losses``; the figure, also saved to ``path`` when given."""
         from jaxlearn.callbacks.plots import show_images
         losses, idx = self.top_losses(k)
         titles = [f"{self.classes[self.decoded[i]]} / {self.classes[self.targets[i]]}\n"

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy with integer labels; a sequence's per-token losses are averaged.
+    """Per-example softmax cross-entropy ``-log softmax(logits)[label]`` of the model's ``logits`` (N, ..., C)
+    against integer ``labels`` (N, ...); a sequence's per-token losses are averaged.
 
     Written with a one-hot mask rather than a gather: its gradient is then elementwise, where a gather's is a
     scatter-add, which XLA:CPU runs as a slow serial loop inside a training scan.
@@ -21,14 +22,16 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def mse(preds: jax.Array, y: jax.Array) -> jax.Array:
-    """Per-example squared error ``(preds - y)²``, averaged over any axes after the batch one: the regression
+    """Per-example squared error ``(preds - y)²`` of the model's outputs ``preds`` against the targets ``y``,
+    averaged over any axes after the batch one: the regression
     loss (fast.ai 2018's collaborative filtering); the Learner's mean of it is the MSE."""
     err = jnp.square(preds.astype(jnp.float32) - y)
     return err.reshape(err.shape[0], -1).mean(1) if err.ndim > 1 else err
 
 
 def is_classification(preds: jax.ShapeDtypeStruct | jax.Array, y: jax.Array) -> bool:
-    """Integer labels with one more axis of logits: a classification (one class per example, or per step)."""
+    """Whether ``preds`` (the model's outputs, or their shape) and targets ``y`` are a classification: integer
+    labels with one more axis of logits (one class per example, or per step)."""
     return preds.ndim == y.ndim + 1 and jnp.issubdtype(y.dtype, jnp.integer)
 
 

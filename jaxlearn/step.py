@@ -18,7 +18,6 @@ across batches: it enters each step as data, not as a parameter, so backprop sto
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +30,10 @@ import optax
 from flax import struct
 
 from jaxlearn.losses import cross_entropy, per_example_loss
-from jaxlearn.metrics import Metric, batch_sums
+from jaxlearn.metrics import AnyMetric, batch_sums
 from jaxlearn.optim.hyperparams import set_hyperparams
 from jaxlearn.optim.loss_scaling import loss_scale
+from jaxlearn.train_flag import train_flag, train_kwargs
 from jaxlearn.trees import PERTURBATIONS, PyTree, flatten_intermediates, zero_perturbations
 
 Batch = tuple[PyTree, jax.Array, jax.Array]  # inputs, targets, per-example weight (0 = padding)
@@ -49,9 +49,11 @@ EVAL_SEED = 0  # evaluation transforms see a fixed key: the same inputs give the
 class TrainState(struct.PyTreeNode):
     """Everything a training run carries from step to step; a pytree, so it passes through ``jit``.
 
-    ``model_state`` holds the model's collections other than params (``batch_stats``, ``carry``);
-    ``rng`` is a fixed key from which each step derives its own (``fold_in(rng, step)``), so dropout and
-    augmentation depend only on the seed and the step number.
+    ``step`` counts the training steps; ``params`` are the model's, ``opt_state`` is the optimizer ``tx``'s (an
+    optax ``GradientTransformation``); ``model_state`` holds the model's collections other than params
+    (``batch_stats``, ``carry``); ``rng`` is a fixed key from which each step derives its own (``fold_in(rng,
+    step)``), so dropout and augmentation depend only on the seed and the step number. ``apply_fn`` is the
+    model's ``apply``, ``train_flag`` the name of its train flag (:mod:`jaxlearn.train_flag`; ``None``: none).
     """
     step: jax.Array
     params: PyTree
@@ -60,41 +62,40 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    takes_train: bool = struct.field(pytree_node=False, default=True)
+    train_flag: str | None = struct.field(pytree_node=False, default="train")  # see jaxlearn.train_flag
 
     def variables(self, params: PyTree | None = None) -> dict:
+        """The model's variables for ``apply``: ``params`` (default: the state's) and the other collections."""
         return {"params": self.params if params is None else params, **self.model_state}
 
     def apply(self, variables: Mapping, x: PyTree, train: bool, **kwargs) -> Any:
-        """``apply_fn`` with ``train=`` passed only to models whose ``__call__`` takes it."""
-        return self.apply_fn(variables, x, **({"train": train} if self.takes_train else {}), **kwargs)
-
-
-def takes_train_flag(model: nn.Module) -> bool:
-    return "train" in inspect.signature(type(model).__call__).parameters
+        """``apply_fn(variables, x, **kwargs)`` told whether it trains (``train``) under the name its ``__call__``
+        takes (``train``, ``training``, ``deterministic``...; :mod:`jaxlearn.train_flag`), if any."""
+        return self.apply_fn(variables, x, **train_kwargs(self.train_flag, train), **kwargs)
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: PyTree,
                        seed: int = 0) -> TrainState:
     """Initialize ``model`` on ``sample_x`` (a batch of inputs: a carried state takes its batch size) and
-    ``tx`` on its params. Collections made afresh by every call (``intermediates``, ``perturbations``) are
-    not kept."""
+    ``tx`` on its params, with keys from ``seed``. Collections made afresh by every call (``intermediates``,
+    ``perturbations``) are not kept."""
     init_key, rng = jax.random.split(jax.random.key(seed))
-    takes_train = takes_train_flag(model)
-    variables = dict(model.init({"params": init_key, "dropout": init_key}, sample_x,
-                                **({"train": False} if takes_train else {})))
+    flag = train_flag(model)
+    variables = dict(model.init({"params": init_key, "dropout": init_key}, sample_x, **train_kwargs(flag, False)))
     params = variables.pop("params")
     model_state = {k: v for k, v in variables.items() if k not in _TRANSIENT}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params), rng=rng, apply_fn=model.apply, tx=tx, takes_train=takes_train)
+                      opt_state=tx.init(params), rng=rng, apply_fn=model.apply, tx=tx, train_flag=flag)
 
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a callback's ``in_step`` hook sees while the train step is traced (all arrays are traced).
-
-    Hooks must reduce what they keep (means, histograms, norms): their outputs leave the device.
-    ``out_grads`` (``{layer: dL/d output}``) is filled only when a hook asked for it (``perturb``).
+    """What a callback's ``in_step`` hook sees while the train step is traced (all arrays are traced): the batch
+    (``x``, ``y``, per-example ``weight``), the model's ``preds``, its mean ``loss``, the ``grads``, the optimizer's
+    ``updates``, ``params`` / ``state`` before the step and ``new_params`` / ``new_state`` after it, and the module
+    outputs captured by the callbacks' ``capture`` filters (``intermediates``, by layer path). Hooks must reduce
+    what they keep (means, histograms, norms): their outputs leave the device. ``out_grads`` (dL/d each layer's
+    output) is filled only when a hook asked for it (``perturb``).
     """
     x: PyTree
     y: jax.Array
@@ -111,7 +112,7 @@ class StepContext:
     out_grads: dict[str, jax.Array]
 
 
-def make_train_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric] = (),
+def make_train_step(loss_fn: Callable = cross_entropy, metrics: Sequence[AnyMetric] = (),
                     capture: Callable[[nn.Module, str], bool] | None = None,
                     hooks: Mapping[str, Callable[[StepContext], PyTree]] | None = None,
                     perturb: bool = False, compute_dtype: Any = None
@@ -169,10 +170,11 @@ def make_train_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric]
     return train_step
 
 
-def make_eval_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric] = (), compute_dtype: Any = None
+def make_eval_step(loss_fn: Callable = cross_entropy, metrics: Sequence[AnyMetric] = (), compute_dtype: Any = None
                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """``eval_step(state, (x, y, weight)) -> (state, sums)``: inference mode (running norm statistics); only
-    a carried state changes. The forward pass runs in ``compute_dtype``, the loss and sums in float32."""
+    """``eval_step(state, (x, y, weight)) -> (state, sums)``: the weighted sums of ``loss_fn`` and ``metrics``
+    in inference mode (running norm statistics; only a carried state changes), the forward pass in
+    ``compute_dtype``, the loss and sums in float32."""
     def eval_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         x, y, weight = batch
         preds, carry = inference(state, x, compute_dtype)
@@ -184,8 +186,8 @@ def make_eval_step(loss_fn: Callable = cross_entropy, metrics: Sequence[Metric] 
 
 
 def inference(state: TrainState, x: PyTree, compute_dtype: Any = None) -> tuple[jax.Array, PyTree]:
-    """The model's outputs in inference mode (float32 when computed in ``compute_dtype``) and its new carried
-    state (``{}`` without one)."""
+    """The model's outputs for ``x`` in inference mode (float32 when computed in ``compute_dtype``) and its new
+    carried state (``{}`` without one)."""
     variables, x = cast_floats(state.variables(), compute_dtype), cast_floats(x, compute_dtype)
     if CARRY in state.model_state:
         preds, new_vars = state.apply(variables, x, False, mutable=[CARRY])
@@ -215,14 +217,14 @@ def compose_transforms(transforms: Sequence[Transform]) -> Transform:
 
 
 def no_transform(x: PyTree, training: bool, key: jax.Array) -> PyTree:
+    """The identity :data:`Transform`: ``x`` unchanged whatever ``training`` and ``key``."""
     return x
 
 
 def gather(data: tuple[PyTree, jax.Array], idx: jax.Array, weight: jax.Array) -> Batch:
-    """The examples ``idx`` (any shape: one batch, or a call's batches) of the device-resident ``(x, y)``.
-
-    The compiled calls gather all their batches before their loop: a gather inside XLA:CPU's loop made the
-    makemore step twice as slow (85 vs 43 CPU-µs).
+    """``(x[idx], y[idx], weight)`` from the device-resident ``data = (x, y)`` (``x`` may be a pytree), ``idx`` of
+    any shape (one batch, or a call's batches). The compiled calls gather all their batches before their loop: a
+    gather inside XLA:CPU's loop made the makemore step twice as slow (85 vs 43 CPU-µs).
     """
     x_all, y_all = data
     return jax.tree.map(lambda a: a[idx], x_all), y_all[idx], weight
@@ -244,7 +246,8 @@ def make_train_call(train_step: Callable[[TrainState, Batch], tuple[TrainState, 
     ``batch_transform`` (normalization, augmentation) are applied inside. Before each step every
     ``schedules[name]`` sets that injected hyperparameter from ``state.step - origin`` (steps into the fit).
     ``acc`` (running metric sums) and ``pos`` come back advanced; ``outputs`` holds the per-step loss and hook
-    outputs stacked over the ``n_steps`` steps. ``n_steps`` is static; the state is donated.
+    outputs stacked over the ``n_steps`` steps. ``n_steps`` is static; the state is donated. ``constrain`` lays
+    each batch out on the devices (:func:`jaxlearn.sharding.batch_constraint`); ``jit_kwargs`` go to ``jax.jit``.
     """
     schedules = dict(schedules or {})
 
@@ -279,10 +282,9 @@ def make_eval_call(eval_step: Callable[[TrainState, Batch], tuple[TrainState, di
                    input_transform: Callable[[PyTree], PyTree] = lambda x: x,
                    batch_transform: Transform = no_transform, constrain: Callable = lambda t: t,
                    jit_kwargs: Mapping | None = None) -> Callable:
-    """``eval_call(state, acc, data, idx, weight) -> (acc, carry)``: every batch of ``idx`` in one scan.
-
-    Returns the summed metrics and the model's carried state after the last batch (``{}`` without one).
-    """
+    """``eval_call(state, acc, data, idx, weight) -> (acc, carry)``: every batch of ``idx`` through ``eval_step``
+    in one scan (the transforms, ``constrain`` and ``jit_kwargs`` as in :func:`make_train_call`); returns the
+    summed metrics and the model's carried state after the last batch (``{}`` without one)."""
     def eval_call(state, acc, data, idx, weight):
         key = jax.random.key(EVAL_SEED)
 
@@ -300,7 +302,8 @@ def make_eval_call(eval_step: Callable[[TrainState, Batch], tuple[TrainState, di
 
 def make_predict(input_transform: Callable[[PyTree], PyTree] = lambda x: x,
                  batch_transform: Transform = no_transform, compute_dtype: Any = None) -> Callable:
-    """``predict(state, x) -> outputs`` in inference mode, the inputs transformed as for evaluation."""
+    """``predict(state, x) -> outputs`` in inference mode, the inputs transformed as for evaluation
+    (``input_transform``, then ``batch_transform``), the forward pass in ``compute_dtype``."""
     def predict(state: TrainState, x: PyTree) -> jax.Array:
         x = batch_transform(input_transform(x), False, jax.random.key(EVAL_SEED))
         return inference(state, x, compute_dtype)[0]

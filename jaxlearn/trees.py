@@ -40,8 +40,8 @@ def flatten_intermediates(intermediates: Mapping[str, Any]) -> dict[str, jax.Arr
 
 
 def copy_state(tree: PyTree) -> PyTree:
-    """A device-side copy: the compiled train call donates (reuses) its input state's buffers, so a state
-    kept for later (the last good one, the best one) must be a copy."""
+    """A device-side copy of ``tree``'s arrays: the compiled train call donates (reuses) its input state's
+    buffers, so a state kept for later (the last good one, the best one) must be a copy."""
     return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
 
 

@@ -1,12 +1,26 @@
 """Shared fixtures. Fashion-MNIST comes from $JAXLEARN_FASHION_MNIST_DIR (offline) or a tfds download.
 The experiment scripts' shared module, experiments/runs.py, is importable as ``runs``."""
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+# One XLA compilation cache for the run, set before jax is imported: the suite compiles the same small programs
+# again and again (the same tiny model in a new Learner, an experiment's subprocess, a notebook's kernel), and
+# the cache, keyed by the program, compiles each once. The xdist workers and every subprocess inherit it. A new
+# folder each run (removed at its end), so every run compiles what it tests; a JAX_COMPILATION_CACHE_DIR of
+# your own is used as it is.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxlearn-tests-xla-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 from _tiny import tiny_arrays
 
@@ -45,3 +59,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "compiler_specific" in item.keywords:
             item.add_marker(mark)
+
+
+def pytest_unconfigure(config):
+    """The run's compilation cache goes with the run (the process that made it removes it)."""
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -131,8 +131,8 @@ def test_augmentation_runs_inside_the_step_before_normalisation():
 def test_tta_averages_original_and_mirror(learner):
     learn, _ = learner
     x = np.asarray(learn.dls.valid.x[:20])
-    p_orig = jax.nn.softmax(learn.predict(x))
-    p_flip = jax.nn.softmax(learn.predict(x[:, :, ::-1]))
+    p_orig = jax.nn.softmax(learn.predict(x, raw=True))
+    p_flip = jax.nn.softmax(learn.predict(x[:, :, ::-1], raw=True))
     np.testing.assert_allclose(tta(learn, x, flip_view=False), p_orig, atol=1e-5)
     np.testing.assert_allclose(tta(learn, x), (p_orig + p_flip) / 2, atol=1e-5)
     probs = tta(learn, learn.dls.valid, n=3, batch_size=24)  # ragged last batch, random views

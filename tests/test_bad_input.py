@@ -94,6 +94,11 @@ def test_bad_learning_rate_in_fit_and_other_fit_arguments(tiny_data):
         Learner(TinyNet(), dls_of(x, y), steps_per_call=0)
     with pytest.raises(TypeError, match="seed must be an integer, got 1.5"):
         Learner(TinyNet(), dls_of(x, y), seed=1.5)
+    for seed in (2 ** 32, 2 ** 32 + 1, -1):  # would wrap onto seed 0, 1, 2**32 - 1: two runs silently one
+        with pytest.raises(ValueError, match=rf"seed must be in 0..4294967295 \(2\*\*32 - 1\), got {seed}"):
+            Learner(TinyNet(), dls_of(x, y), seed=seed)
+    with pytest.raises(ValueError, match=r"the dataset's seed must be in 0..4294967295"):
+        DataLoaders.from_arrays((x, y), (x, y), 8, seed=-3)
     assert int(learn.state.step) == 0 and learn.n_traces == 0  # nothing ran, nothing compiled
 
 
@@ -112,8 +117,9 @@ def test_batch_larger_than_the_training_set(tiny_data):
 # ---------------------------------------------------------------------------------------------- datasets
 
 def test_unknown_dataset_names():
-    with pytest.raises(ValueError, match=r"unknown dataset 'mnist': known datasets are 'fashion_mnist', 'names'"):
-        load_dataset("mnist")
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnistt' \(did you mean 'mnist'\?\): known datasets are "
+                                          r"'fashion_mnist', 'names', and the image-classification datasets"):
+        load_dataset("mnistt")
     with pytest.raises(ValueError, match=r"unknown dataset 'Fashion-MNIST' \(did you mean 'fashion_mnist'\?\)"):
         load_dataset("Fashion-MNIST")
 

@@ -23,7 +23,7 @@ def exported(tmp_path_factory):
     learn.fit(2)
     path = learn.export(tmp_path_factory.mktemp("export") / "model")
     x, _ = tiny_arrays(40, seed=7)
-    return dict(path=path, x=x, preds=learn.predict(x), single=learn.predict(x[3]))
+    return dict(path=path, x=x, preds=learn.predict(x, raw=True), single=learn.predict(x[3], raw=True))
 
 
 def test_a_fresh_process_predicts_bitwise_without_the_dataset(exported, tmp_path):
@@ -33,8 +33,8 @@ def test_a_fresh_process_predicts_bitwise_without_the_dataset(exported, tmp_path
         from jaxlearn.export import load_learner
         learn = load_learner({str(exported['path'])!r})
         x = np.load({str(tmp_path / 'x.npy')!r})
-        np.save({str(tmp_path / 'preds.npy')!r}, learn.predict(x))
-        np.save({str(tmp_path / 'single.npy')!r}, learn.predict(x[3]))
+        np.save({str(tmp_path / 'preds.npy')!r}, learn.predict(x, raw=True))
+        np.save({str(tmp_path / 'single.npy')!r}, learn.predict(x[3], raw=True))
         assert learn.classes == {CLASSES!r}
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=120)

@@ -21,7 +21,7 @@ def test_confusion_matrix_counts_every_validation_example(interp):
     learn, it = interp
     cm = it.confusion_matrix()
     assert cm.shape == (3, 3) and cm.sum() == len(learn.dls.valid)
-    preds = learn.predict(np.asarray(learn.dls.valid.x)).argmax(-1)
+    preds = learn.predict(np.asarray(learn.dls.valid.x), raw=True).argmax(-1)
     assert np.trace(cm) == (preds == np.asarray(learn.dls.valid.y)).sum()
     assert sum(c for *_, c in it.most_confused()) == cm.sum() - np.trace(cm)
     assert all(a in CLASSES and p in CLASSES and a != p for a, p, _ in it.most_confused())
@@ -31,7 +31,7 @@ def test_top_losses_are_sorted_per_example_cross_entropies(interp):
     learn, it = interp
     losses, idx = it.top_losses(10)
     assert np.all(np.diff(losses) <= 0) and len(idx) == 10
-    logits = learn.predict(np.asarray(learn.dls.valid.x))
+    logits = learn.predict(np.asarray(learn.dls.valid.x), raw=True)
     expected = np.asarray(cross_entropy(jnp.asarray(logits), learn.dls.valid.y))
     np.testing.assert_allclose(losses, expected[idx], rtol=1e-6)
     assert losses[0] == pytest.approx(expected.max())

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxlearn"
 # Lowest first. A module may import modules of its own layer or a lower one (the Learner sits above the
 # callbacks: its shortcuts import them, and they see the Learner only through jaxlearn.callback's protocol).
 LAYERS = [
-    ("foundations", ["jaxlearn.checks", "jaxlearn.trees", "jaxlearn.losses", "jaxlearn.metrics",
+    ("foundations", ["jaxlearn.checks", "jaxlearn.trees", "jaxlearn.train_flag", "jaxlearn.predictions", "jaxlearn.losses", "jaxlearn.metrics",
                      "jaxlearn.sharding", "jaxlearn.optim", "jaxlearn.nn", "jaxlearn.data"]),
     ("core", ["jaxlearn.step", "jaxlearn.callback"]),
     ("callbacks", ["jaxlearn.callbacks"]),

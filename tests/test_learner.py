@@ -116,7 +116,7 @@ def test_metrics_weight_out_padding(tiny_data):
     learn = tiny_learner(tiny_data, bs=20)  # valid batch 40: 96 = 40 + 40 + 16 (+24 padding)
     learn.fit(1, callbacks=[MetricsCB(show=False)])
     x, y = tiny_data
-    logits = learn.predict(x)
+    logits = learn.predict(x, raw=True)
     expected_loss = float(cross_entropy(jnp.asarray(logits), jnp.asarray(y)).mean())
     got = learn.evaluate()
     assert got["loss"] == pytest.approx(expected_loss, rel=1e-5)

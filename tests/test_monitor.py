@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from jaxlearn.callback import Callback
-from jaxlearn.callbacks import EarlyStoppingCB, GradNormCB, MetricsCB, NaNGuardCB, SmoothedLossCB, nan_check, smooth
+from jaxlearn.callbacks import (EarlyStoppingCB, GradNormCB, MetricsCB, NaNGuardCB, SaveBestCB, SmoothedLossCB,
+                                nan_check, smooth)
 from jaxlearn.data import DataLoaders
 from jaxlearn.learner import Learner
 from jaxlearn.losses import cross_entropy
@@ -146,6 +147,24 @@ def test_early_stopping_stops_and_restores_the_best(tiny_data):
     assert stop2.stopped_epoch is None and stop2.best_epoch == 1
     with pytest.raises(ValueError):
         EarlyStoppingCB("loss")
+
+
+def test_save_best_exports_the_best_epoch_and_ends_on_it(tiny_data, tmp_path):
+    from jaxlearn.export import load_learner
+    x, y = tiny_data
+    best = SaveBestCB(tmp_path / "best", "valid_loss")
+    seen = MetricsCB(show=False)
+    learn = make_learner(x, y, lr=0.5, callbacks=[best, seen])
+    learn.fit(4)
+    losses = [row["valid_loss"] for row in seen.history]
+    assert best.best_epoch is not None and best.saved and best.saved[-1] == best.best_epoch
+    predictor = load_learner(tmp_path / "best")
+    np.testing.assert_allclose(predictor.predict(x[:8], raw=True), learn.predict(x[:8], raw=True), atol=1e-6)
+    assert learn.evaluate()["loss"] == pytest.approx(best.best, rel=1e-6)  # the Learner ends on the best epoch
+    assert best.best == pytest.approx(min(losses), rel=1e-6) and losses[best.best_epoch] == best.best
+    assert SaveBestCB(tmp_path, "valid_f1").watch.mode == "max"
+    with pytest.raises(ValueError, match="SaveBestCB: monitor must look like"):
+        SaveBestCB(tmp_path, "f1")
 
 
 def test_smoothed_loss(tiny_data):

@@ -117,7 +117,7 @@ def test_snapshot_ensemble(tiny_data):
     assert [s["step"] for s in snap.snapshots] == [6, 12, 18]
     state, x = learn.state, learn.dls.valid.x
     probs = [snapshot_ensemble_predict(learn, [s], x) for s in snap.snapshots]
-    np.testing.assert_allclose(probs[-1], jax.nn.softmax(learn.predict(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs[-1], jax.nn.softmax(learn.predict(x, raw=True)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(snapshot_ensemble_predict(learn, snap.snapshots, x), np.mean(probs, 0),
                                rtol=1e-5, atol=1e-6)
     assert learn.state is state  # put back

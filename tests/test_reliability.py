@@ -68,14 +68,14 @@ def test_an_early_failure_is_reported_as_itself(tiny_data, tmp_path):
 def test_predict_checks_inputs_against_the_training_data(tiny_data):
     x, _ = tiny_data
     learn = learner(tiny_data)
-    expected = learn.predict(x[:5])
-    np.testing.assert_array_equal(learn.predict(x[:5].tolist()), expected)  # a Python list
-    np.testing.assert_allclose(learn.predict(x[0]), expected[0], rtol=1e-5)  # one example, no batch axis
-    np.testing.assert_allclose(learn.predict(x[:5] / 255.0), expected, atol=1e-6)  # floats already in [0, 1]
+    expected = learn.predict(x[:5], raw=True)
+    np.testing.assert_array_equal(learn.predict(x[:5].tolist(), raw=True), expected)  # a Python list
+    np.testing.assert_allclose(learn.predict(x[0], raw=True), expected[0], rtol=1e-5)  # one example, no batch axis
+    np.testing.assert_allclose(learn.predict(x[:5] / 255.0, raw=True), expected, atol=1e-6)  # floats already in [0, 1]
     with pytest.raises(ValueError, match=r"uint8 .*floats in 0\.\.2\d\d"):
-        learn.predict(x[:5].astype(np.float32))  # 0..255 floats would skip the /255 silently
+        learn.predict(x[:5].astype(np.float32), raw=True)  # 0..255 floats would skip the /255 silently
     with pytest.raises(ValueError, match="no inputs"):
-        learn.predict(x[:0])
+        learn.predict(x[:0], raw=True)
     with pytest.raises(ValueError, match=r"shape \(4, 4, 1\)"):
         learn.predict(np.zeros((2, 5, 5, 1), np.uint8))
 

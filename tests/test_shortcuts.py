@@ -81,3 +81,48 @@ def test_show_results_titles_predictions_with_class_names(tmp_path):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 6 and all(t.split(" / ")[1] in ("low", "mid", "high") for t in titles)
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+def test_fine_tune_trains_the_head_alone_then_all_groups_with_differential_lrs():
+    from jaxlearn.callbacks import RecorderCB
+    from jaxlearn.optim.groups import trainable_flags
+    learn = tiny_cnn_learner(optim.layer_groups(optim.adam, (1e-3,) * 3))
+    before = jax.device_get(learn.state.params)
+    rec = RecorderCB("learning_rate", "lr_mult")
+    learn.fine_tune(1, base_lr=2e-2, freeze_epochs=1, lr_mult=100, callbacks=[rec])
+    mults = [float(v) for k, v in sorted(
+        {jax.tree_util.keystr(p): l for p, l in jax.tree_util.tree_flatten_with_path(
+            jax.device_get(learn.state.opt_state))[0] if "lr_mult" in jax.tree_util.keystr(p)}.items())]
+    np.testing.assert_allclose(mults, [0.01, 0.1, 1.0], rtol=1e-6)  # fastai's slice(base_lr / 100, base_lr)
+    assert all(float(v) == 1.0 for v in trainable_flags(learn.state.opt_state).values())  # unfrozen at the end
+    assert float(rec.recs["learning_rate"].max()) == pytest.approx(1e-2, rel=0.02)  # base_lr / 2 in phase two
+    after = jax.device_get(learn.state.params)
+    assert all(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+
+
+def test_fine_tune_without_layer_groups_says_how_to_make_them():
+    with pytest.raises(ValueError, match=r"layer groups: Learner\(model, dls, optimizer=jaxlearn.optim.layer_groups"):
+        tiny_cnn_learner(optax.adam).fine_tune(1)
+
+
+def test_fine_tune_freezes_the_body_in_its_first_phase():
+    from jaxlearn.callback import Callback
+
+    class AfterEachFit(Callback):
+        def __init__(self):
+            self.params = []
+
+        def after_fit(self, learn):
+            self.params.append(jax.device_get(learn.state.params))
+
+    learn = tiny_cnn_learner(optim.layer_groups(optim.adam, (1e-3,) * 3))
+    before, seen = jax.device_get(learn.state.params), AfterEachFit()
+    learn.fine_tune(1, base_lr=2e-2, callbacks=[seen])
+    frozen = seen.params[0]
+    layers = list(before)
+    head = layers[-1]
+    # the first two groups (all layers but the last few) stay bitwise; the head moved
+    groups = np.array_split(np.arange(len(layers)), 3)
+    for i in groups[0].tolist() + groups[1].tolist():
+        assert_trees_equal(before[layers[i]], frozen[layers[i]])
+    assert not np.array_equal(jax.tree.leaves(before[head])[0], jax.tree.leaves(frozen[head])[0])

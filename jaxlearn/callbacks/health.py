@@ -60,7 +60,14 @@ def chance_levels(learn: LearnerLike) -> tuple[float | None, float | None, bool]
 class HealthCB(StepRecorder):
     """Checks a fit's health as it trains: after ``check_after`` steps, then at each epoch's end, and reports each
     finding once (``learn.log``, and ``findings`` / ``report``). ``stop_on_critical`` cancels the fit at the
-    first critical finding. See the module docstring for what is measured and when."""
+    first critical finding. See the module docstring for what is measured and when.
+
+    ``first`` (default 10) / ``every`` (default 10): the compiled step measures the first ``first`` optimizer steps,
+    then every ``every``-th (positive integers); the other steps only record their loss. ``check_after``
+    (default 100): the steps after which the rules run once early (None: only at epoch ends). ``thresholds``:
+    where each rule fires (default :class:`~jaxlearn.callbacks.health_rules.HealthThresholds`). ``verbose``
+    (default True): log each new finding through ``learn.log``. ``max_steps``: cancel the fit after this many
+    training steps (None, the default: never; :func:`diagnose`'s trial uses it)."""
     order = 5  # after MetricsCB (1): the epoch's metrics are there for the overfitting rule
     perturb = True  # ∂L/∂h_t of models that perturb their hidden states (the stateful RNNs)
 
@@ -134,6 +141,8 @@ class HealthCB(StepRecorder):
             raise CancelFitException()
 
     def after_epoch(self, learn: LearnerLike) -> None:
+        """Keep the epoch's losses and run the rules: after a completed training pass, and after the validation
+        pass with its valid loss (which the overfitting rule reads)."""
         if learn.training:
             self._train_loss = learn.epoch_metrics.get("loss")
             if learn.epoch_complete:

@@ -132,7 +132,11 @@ def _likely_cause_first(f: Finding) -> tuple:
 class HealthReport:
     """The findings of one diagnosis, the likely cause first (those there from the start before those that showed
     later, then upstream before downstream: :data:`CAUSAL_ORDER`), what could not be checked, and what was seen
-    (``seen``: steps, chance loss, the layers measured, per-layer numbers...)."""
+    (``seen``: steps, chance loss, the layers measured, per-layer numbers...).
+
+    ``findings``: the :class:`Finding`\\ s (sorted on construction); ``not_checked``: one line per rule that could
+    not run and why (integer inputs, no activation found, no chance level, no finished epoch); ``seen``: what
+    :func:`~jaxlearn.callbacks.health.summarize` kept. All empty by default: a healthy report."""
     findings: list[Finding] = field(default_factory=list)
     not_checked: list[str] = field(default_factory=list)
     seen: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +156,7 @@ class HealthReport:
 
     @property
     def critical(self) -> list[Finding]:
+        """The findings of severity ``"critical"``, the likely cause first."""
         return [f for f in self.findings if f.severity == "critical"]
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -161,6 +166,7 @@ class HealthReport:
 
     @classmethod
     def from_json(cls, text: str) -> "HealthReport":
+        """The report :meth:`to_json` wrote (its ``non_finite`` records dropped: those numbers come back as None)."""
         data = json.loads(text)
         strip = lambda d: {k: v for k, v in d.items() if k != "non_finite"}  # noqa: E731
         return cls([Finding(**{**f, "evidence": strip(f["evidence"])}) for f in data["findings"]],

@@ -85,6 +85,10 @@ def _smooth(values: np.ndarray, beta: float = 0.9) -> np.ndarray:
 
 
 def check_inputs(obs: Observations, t: HealthThresholds) -> list[Finding]:
+    """``unnormalized_input`` for each input whose first probes have ``|mean| > t.input_mean`` or a std outside
+    ``t.input_std``; critical when its max reaches ``t.input_max_critical`` (0..255 pixels fed as floats) or its std
+    is below a tenth of ``t.input_std``'s lower end. The remedy: normalize with those statistics (fast.ai 2022
+    lesson 17)."""
     out = []
     for i, s in enumerate(obs.probes.get("inputs", [])):
         mean, std = float(np.mean(s["mean"][:5])), float(np.mean(s["std"][:5]))
@@ -101,6 +105,9 @@ def check_inputs(obs: Observations, t: HealthThresholds) -> list[Finding]:
 
 
 def check_initial_loss(obs: Observations, t: HealthThresholds) -> list[Finding]:
+    """``high_initial_loss`` when the first batch's loss (step 0, before any update) is more than
+    ``t.initial_loss`` x chance (``log C`` for a classification; ``t.initial_mse`` x the mean predictor's loss for
+    a regression), critical past the ``*_critical`` level (makemore part 3: 27 at init against log 27 = 3.29)."""
     if obs.chance is None or not len(obs.losses) or obs.loss_steps[0] != 0:
         return []  # only a run seen from its very first step (the model at init)
     first = float(obs.losses[0])  # the first batch's loss, computed before any update
@@ -124,6 +131,11 @@ def _window(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def check_activations(obs: Observations, t: HealthThresholds) -> list[Finding]:
+    """Over the last ``t.window`` probes: ``dead_units`` (a ReLU layer whose share of units firing on under
+    ``t.dead_fire`` of positions reaches ``t.dead_share``), ``saturated_units`` (a tanh / sigmoid layer saturated
+    ``t.saturated_layer`` of the time, or ``t.saturated_share`` when the median of 3+ such layers is), and
+    ``vanishing_`` / ``exploding_activations`` (a layer's std ``t.activation_ratio`` x below / above the first
+    layer of its kind, 3+ layers). Fast.ai 2022 lesson 17 (dead_chart), makemore part 3 (tanh saturation)."""
     out = []
     acts = obs.probes.get("activations", {})
     saturation = {name: float(_window(acts[name]["saturated"], t.window).mean())
@@ -171,6 +183,13 @@ def check_activations(obs: Observations, t: HealthThresholds) -> list[Finding]:
 
 
 def check_gradients(obs: Observations, t: HealthThresholds) -> list[Finding]:
+    """``vanishing_gradients`` (first weight's gradient RMS / the last's below ``t.grad_ratio``),
+    ``exploding_gradients`` (the gradient norm ``t.grad_norm_growth`` x its start, or an RNN's
+    ``||dL/dh_0|| / ||dL/dh_{T-1}||`` above ``t.time_growth``), and the update:data ratio per weight, the median
+    ``log10(std(update) / std(weight))`` over the later half of the probes (makemore part 3: about -3):
+    ``update_ratio_high`` above ``t.update_ratio_high`` (the output layer gets ``t.last_layer_allowance`` more; also
+    critical when the first steps' ratio passes ``t.update_ratio_first`` and the weights grew
+    ``t.weight_growth`` x), ``update_ratio_low`` below ``t.update_ratio_low``."""
     out = []
     params = obs.probes.get("params", {})
     weights = [w for w in obs.weights if w in params]
@@ -245,6 +264,9 @@ def first_non_finite(obs: Observations) -> int | None:
 
 
 def check_finite(obs: Observations) -> list[Finding]:
+    """``diverged`` (critical) at the first step with a NaN / infinite loss, gradient or weight, naming the layer
+    when at most half the layers went non-finite (more at once points at the learning rate), with the losses
+    just before."""
     step = first_non_finite(obs)
     if step is None:
         return []
@@ -283,6 +305,8 @@ def median_update_ratio(obs: Observations) -> float | None:
 
 
 def check_outputs(obs: Observations, t: HealthThresholds) -> list[Finding]:
+    """``outputs_are_probabilities`` (critical) when a classifier's outputs all lie in [0, 1] and sum to 1 within
+    ``t.probability_sum``: a softmax before ``cross_entropy``, which takes logits."""
     out = obs.probes.get("outputs")
     if not obs.classification or out is None or not len(out["min"]):
         return []
@@ -295,6 +319,10 @@ def check_outputs(obs: Observations, t: HealthThresholds) -> list[Finding]:
 
 
 def check_loss(obs: Observations, t: HealthThresholds) -> list[Finding]:
+    """On at least ``t.min_steps`` finite losses, smoothed by a debiased moving average (beta 0.9):
+    ``not_learning`` when the loss stays above ``t.chance_margin`` x chance (the label frequencies' loss when
+    known) and has fallen less than ``t.learning_drop`` of the way to zero; else ``oscillating_loss`` when it climbs
+    back more than ``t.oscillation`` of its fall and above ``1 + t.oscillation_level`` x its lowest level."""
     losses = obs.losses[np.isfinite(obs.losses)]
     if len(losses) < t.min_steps:
         return []
@@ -326,6 +354,8 @@ def check_loss(obs: Observations, t: HealthThresholds) -> list[Finding]:
 
 
 def check_overfitting(obs: Observations, t: HealthThresholds) -> list[Finding]:
+    """``overfitting`` over the last three epochs with a validation pass: the valid loss rose twice, the training
+    loss fell, and ``(valid - train) / train`` exceeds ``t.overfit_gap``."""
     rows = [r for r in obs.epochs if "valid_loss" in r and "train_loss" in r]
     if len(rows) < 3:
         return []

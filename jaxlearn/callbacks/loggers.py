@@ -32,6 +32,7 @@ from jaxlearn.callback import Callback, LearnerLike
 __all__ = ["MetricsLoggerCB", "TensorBoardCB", "read_metrics", "strict_dumps", "write_json", "NON_FINITE_KEY"]
 
 NON_FINITE_KEY = "non_finite"  # where strict JSON records the non-finite values it wrote as null
+"""The key under which strict JSON (:func:`strict_dumps`) records the non-finite values it wrote as null."""
 
 
 def _epoch_row(learn: LearnerLike, passes: dict[str, dict[str, float]], seconds: float) -> dict:
@@ -69,6 +70,7 @@ class _EpochRows(Callback):
                 self.write(learn, row)
 
     def write(self, learn: LearnerLike, row: dict) -> None:
+        """Write one epoch's ``row`` (on process 0 only), the epoch of ``learn`` just finished."""
         raise NotImplementedError
 
 
@@ -78,7 +80,8 @@ class MetricsLoggerCB(_EpochRows):
     ``format=None`` picks from the suffix (``.csv`` → CSV, otherwise JSON lines). The file starts afresh
     at the first fit that uses this callback and is appended to by later fits; ``append=True`` always
     appends. A fit resumed from a checkpoint (``CheckpointCB(..., resume=True)``) keeps the rows up to the
-    checkpoint's epoch, drops later ones (they will be trained again), and appends.
+    checkpoint's epoch, drops later ones (they will be trained again), and appends. ``rows`` holds the rows
+    written (all fits); :func:`read_metrics` reads the file back.
     """
 
     def __init__(self, path: str | os.PathLike, format: str | None = None, append: bool = False):
@@ -90,6 +93,8 @@ class MetricsLoggerCB(_EpochRows):
         self.rows: list[dict] = []  # the rows this callback wrote (all fits)
 
     def before_fit(self, learn: LearnerLike) -> None:
+        """Start the file afresh (first fit, unless ``append``), or after a resume keep the rows up to the
+        checkpoint's epoch."""
         super().before_fit(learn)
         if not self._writer:
             return
@@ -102,6 +107,7 @@ class MetricsLoggerCB(_EpochRows):
         self._started = True
 
     def write(self, learn: LearnerLike, row: dict) -> None:
+        """Append ``row`` to the file (a CSV file is rewritten when the row brings new columns)."""
         self.rows.append(row)
         if self.format == "jsonl":
             with open(self.path, "a", encoding="utf-8") as f:
@@ -139,7 +145,8 @@ def _json_line(row: dict) -> str:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The rows of a :class:`MetricsLoggerCB` file (JSON lines or CSV; CSV numbers parsed back)."""
+    """The rows of the :class:`MetricsLoggerCB` file at ``path`` (JSON lines or CSV; CSV numbers parsed back;
+    [] when there is no file)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -161,13 +168,15 @@ class TensorBoardCB(_EpochRows):
     """Scalars for TensorBoard via tensorboardX (``pip install 'jaxlearn[tensorboard]'``).
 
     Per epoch, at the optimizer step: ``train/loss``, ``valid/loss``, ``train/accuracy``, ... and ``lr``;
-    per training batch (copied from the device once per epoch): ``train/batch_loss``.
+    per training batch (copied from the device once per epoch, unless ``batch_loss=False``):
+    ``train/batch_loss``. Written to the folder ``logdir``.
     """
 
     def __init__(self, logdir: str | os.PathLike, batch_loss: bool = True):
         self.logdir, self.batch_loss = Path(logdir), batch_loss
 
     def before_fit(self, learn: LearnerLike) -> None:
+        """Open the TensorBoard writer (process 0; tensorboardX is imported here)."""
         super().before_fit(learn)
         self._losses: list = []
         self._step0 = int(np.asarray(jax.device_get(learn.state.step)))
@@ -181,14 +190,17 @@ class TensorBoardCB(_EpochRows):
         self.writer = SummaryWriter(str(self.logdir))
 
     def before_batch(self, learn: LearnerLike) -> None:
+        """Note the optimizer step of the epoch's first training call (the x of its batch losses)."""
         if learn.training and not self._losses:
             self._step0 = int(np.asarray(jax.device_get(learn.state.step)))
 
     def after_batch(self, learn: LearnerLike) -> None:
+        """Keep the training call's per-batch losses (on the device) until the epoch's row is written."""
         if learn.training and self.batch_loss:
             self._losses.append(learn.losses)
 
     def write(self, learn: LearnerLike, row: dict) -> None:
+        """The epoch's ``row`` as scalars at its optimizer step, then the epoch's finite batch losses."""
         step = row["step"]
         for k, v in row.items():
             if k.startswith(("train_", "valid_")) and not k.endswith("seconds"):
@@ -205,6 +217,7 @@ class TensorBoardCB(_EpochRows):
         self.writer.flush()
 
     def cleanup_fit(self, learn: LearnerLike) -> None:
+        """Close the writer, however the fit ends."""
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.close()
@@ -239,7 +252,7 @@ def _plain(value: Any, key: str, record: dict[str, str], converted: list[str], w
 
 def strict_dumps(obj: Any, indent: int | None = None) -> tuple[str, list[str]]:
     """``obj`` as strict JSON text (RFC 8259: no NaN or Infinity, which most JSON parsers reject) and the
-    paths of the non-finite floats written as null.
+    paths of the non-finite floats written as null; ``indent`` as ``json.dumps``'s.
 
     Each such null is recorded, so nothing is silently lost, under ``"non_finite"`` in its nearest enclosing
     object: ``{"steps": null, "non_finite": {"steps": "inf"}}``; ``{"losses": [1.2, null],
@@ -252,7 +265,7 @@ def strict_dumps(obj: Any, indent: int | None = None) -> tuple[str, list[str]]:
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    """Write ``obj`` to ``path`` as strict JSON (:func:`strict_dumps`), warning about every non-finite value
+    """Write ``obj`` to ``path`` as strict JSON (:func:`strict_dumps`, ``indent``), warning about every non-finite value
     written as null. Written to a temporary file and renamed: an interrupted write leaves the old file."""
     path = Path(path)
     text, converted = strict_dumps(obj, indent)

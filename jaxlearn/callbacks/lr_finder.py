@@ -19,8 +19,9 @@ class LRFinderCB(Callback):
     """Leslie Smith's range test (fast.ai): lr grows by ``gamma`` per batch from ``start_lr``.
 
     The lr is set inside the step from the step counter (``start_lr * gamma**step``); the debiased exponentially
-    smoothed loss (β = 0.98, fast.ai 2018) is read after every batch — this trial fit decides on the host when
-    to stop: once the smoothed loss exceeds ``max_mult`` × its minimum (or turns NaN).
+    smoothed loss (``beta`` = 0.98, fast.ai 2018) is read after every batch — this trial fit decides on the host
+    when to stop: once the smoothed loss exceeds ``max_mult`` × its minimum (or turns NaN), or after ``num_it``
+    batches when given (fastai's ``end_lr``). Run it with :func:`lr_find`, which puts the Learner back.
     """
 
     def __init__(self, start_lr: float = 1e-5, gamma: float = 1.3, max_mult: float = 3.0, beta: float = 0.98,
@@ -32,15 +33,20 @@ class LRFinderCB(Callback):
 
     @property
     def signature(self) -> tuple:
+        """The schedule's numbers (``start_lr``, ``gamma``): equal ones share a compilation."""
         return (type(self), self.start_lr, self.gamma)
 
     def hyper_schedules(self, total_steps: int) -> dict[str, Callable[[jax.Array], jax.Array]]:
+        """The lr ``start_lr * gamma**step``, set inside the step (``total_steps`` is not needed)."""
         return {"learning_rate": lambda step: self.start_lr * self.gamma ** step.astype(jnp.float32)}
 
     def before_fit(self, learn: LearnerLike) -> None:
+        """Start with no lrs and losses."""
         self.lrs, self.raw = [], []
 
     def after_batch(self, learn: LearnerLike) -> None:
+        """Record the call's lrs and losses; stop the fit once the smoothed loss blows up (or after ``num_it``);
+        skip validation."""
         if not learn.training:
             raise CancelEpochException()
         self.lrs.extend(self.start_lr * self.gamma ** (len(self.lrs) + i) for i in range(learn.n_steps))
@@ -57,6 +63,7 @@ class LRFinderCB(Callback):
 
     @property
     def min(self) -> float:
+        """The lowest smoothed loss."""
         return float(np.nanmin(self.losses))
 
     @property
@@ -70,8 +77,10 @@ def lr_find(learn: LearnerLike, start_lr: float = 1e-5, gamma: float = 1.3, max_
             callbacks: Sequence[Callback] = (), num_it: int | None = None) -> LRFinderCB:
     """Run the range test on ``learn`` and put everything back: params, norm stats, optimizer, lr, epochs.
 
-    Of the Learner's own callbacks only the input transforms take part; ``callbacks`` join the search; at most
-    ``num_it`` batches. Returns the finder with ``lrs``, ``losses`` (smoothed) and ``suggestion``.
+    The lr grows by ``gamma`` per batch from ``start_lr`` until the smoothed loss passes ``max_mult`` × its
+    minimum, for at most ``max_epochs`` epochs and ``num_it`` batches (:class:`LRFinderCB`). Of the Learner's
+    own callbacks only the input transforms take part; ``callbacks`` join the search. ``plot_path``: save the
+    curve there. Returns the finder with ``lrs``, ``losses`` (smoothed) and ``suggestion``.
     """
     finder = LRFinderCB(start_lr, gamma, max_mult, num_it=num_it)
     with learn.trial(steps_per_call=1):  # one batch per call: the finder reads every loss
@@ -83,9 +92,9 @@ def lr_find(learn: LearnerLike, start_lr: float = 1e-5, gamma: float = 1.3, max_
 
 
 def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
-    """fastai's ``valley`` suggestion: the longest run of ever-lower losses (the longest decreasing
-    subsequence, O(n²) as in fastai), and the lr about two thirds of the way along it — where the loss still
-    falls steeply, well before the minimum."""
+    """fastai's ``valley`` suggestion from the tried ``lrs`` and their smoothed ``losses``: the longest run of
+    ever-lower losses (the longest decreasing subsequence, O(n²) as in fastai), and the lr about two thirds of
+    the way along it — where the loss still falls steeply, well before the minimum."""
     lds, end = [1] * len(losses), 0
     for i in range(1, len(losses)):
         lds[i] = max([lds[j] + 1 for j in range(i) if losses[i] < losses[j]], default=1)
@@ -96,7 +105,8 @@ def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
 
 
 def minimum(lrs: np.ndarray, losses: np.ndarray) -> float:
-    """fastai's ``minimum`` suggestion: a tenth of the lr at the lowest smoothed loss."""
+    """fastai's ``minimum`` suggestion: a tenth of the lr (of ``lrs``) at the lowest smoothed loss (of
+    ``losses``)."""
     return float(lrs[int(np.argmin(losses))]) / 10
 
 
@@ -104,8 +114,9 @@ SUGGESTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"valley": v
 
 
 def suggestion_range(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple[np.ndarray, np.ndarray]:
-    """The part of the curve fastai suggests from: without the first tenth of ``num_it`` (the warm-up of the
-    smoothing), the last 5 points (the blow-up) and anything from the first NaN on — when enough is left."""
+    """The part of the curve (``lrs``, smoothed ``losses``) fastai suggests from: without the first tenth of
+    ``num_it`` (the warm-up of the smoothing), the last 5 points (the blow-up) and anything from the first NaN
+    on — when enough is left."""
     lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
     nans = np.flatnonzero(np.isnan(losses))
     end = nans[0] if len(nans) else len(losses)

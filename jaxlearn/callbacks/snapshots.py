@@ -31,7 +31,8 @@ class SGDRSnapshotCB(Callback):
     appended to ``snapshots``, is ``{'cycle': k, 'step': steps_into_the_fit, 'params': ...,
     'model_state': ...}`` with host (NumPy) copies of the params and the model state (e.g. BatchNorm's
     running statistics), so later steps on the device cannot touch it. With ``save_dir`` each one is also
-    written to ``save_dir/{name}_{k}.msgpack`` (read back with :func:`load_snapshot`).
+    written to ``save_dir/{name}_{k}.msgpack`` (read back with :func:`load_snapshot`). ``n_cycles`` limits the
+    snapshots (default: every cycle that ends within the fit).
 
     Steps are counted on the host from the fit's start (like :class:`~jaxlearn.callbacks.ParamSchedulerCB`,
     which restarts its schedule every fit), so no device value is read per batch. A cycle end always
@@ -50,6 +51,8 @@ class SGDRSnapshotCB(Callback):
         self.snapshots: list[dict[str, Any]] = []
 
     def before_fit(self, learn: LearnerLike) -> None:
+        """Work out the fit's cycle ends (a resumed fit counts from its first epoch) and start without
+        snapshots."""
         steps_per_epoch = self.steps_per_epoch or learn.dls.train.n_batches
         total = learn.n_epochs * steps_per_epoch
         first = steps_per_epoch * self.cycle_len
@@ -66,6 +69,7 @@ class SGDRSnapshotCB(Callback):
         self.snapshots = []
 
     def after_batch(self, learn: LearnerLike) -> None:
+        """Count the training call's steps; snapshot the model when a cycle has ended."""
         if not learn.training:
             return
         self.step += learn.n_steps
@@ -89,7 +93,8 @@ class SGDRSnapshotCB(Callback):
 
 
 def load_snapshot(path: str | Path) -> dict[str, Any]:
-    """Read a snapshot written by :class:`SGDRSnapshotCB` (``cycle``, ``step``, ``params``, ``model_state``)."""
+    """Read the snapshot file ``path`` written by :class:`SGDRSnapshotCB` (``cycle``, ``step``, ``params``,
+    ``model_state``)."""
     from flax.serialization import msgpack_restore
     return msgpack_restore(Path(path).read_bytes())
 
@@ -98,8 +103,10 @@ def snapshot_ensemble_predict(learn: LearnerLike, snapshots, x, batch_size: int 
     r"""Snapshot ensemble (Huang et al. 2017; fast.ai 2018): the mean softmax of the snapshots' outputs.
 
     Each snapshot's params and model state are put into ``learn.state`` in turn (same shapes and dtypes,
-    so the jitted predict function is not retraced) and ``learn.predict(x)`` runs in eval mode; the
-    Learner's state is restored afterwards. Returns ``(len(x), n_classes)`` probabilities.
+    so the jitted predict function is not retraced) and ``learn.predict(x, raw=True)`` runs in eval mode; the
+    Learner's state is restored afterwards. ``snapshots``: those of :class:`SGDRSnapshotCB` (or
+    :func:`load_snapshot`'s); ``x``: raw inputs, predicted in batches of ``batch_size``. Returns
+    ``(len(x), n_classes)`` probabilities.
     """
     if not snapshots:
         raise ValueError("no snapshots to ensemble")
@@ -111,12 +118,13 @@ def snapshot_ensemble_predict(learn: LearnerLike, snapshots, x, batch_size: int 
             params, model_state = jax.tree.map(lambda a, r: jax.device_put(a, r.sharding),
                                                (snap["params"], snap["model_state"]), (ref.params, ref.model_state))
             learn.state = ref.replace(params=params, model_state=model_state)
-            probs = probs + np.asarray(jax.nn.softmax(learn.predict(x, batch_size=batch_size), axis=-1))
+            probs = probs + np.asarray(jax.nn.softmax(learn.predict(x, batch_size=batch_size, raw=True), axis=-1))
     return probs / len(snapshots)
 
 
 def snapshot_ensemble_accuracy(learn: LearnerLike, snapshots, ds=None, batch_size: int = 1024) -> dict[str, Any]:
-    """Accuracy on ``ds`` (default: validation set) of each snapshot and of their ensemble.
+    """Accuracy on ``ds`` (default: the validation set of ``learn``) of each of ``snapshots`` and of their
+    ensemble (:func:`snapshot_ensemble_predict`, in batches of ``batch_size``).
 
     Returns ``{'members': [acc_0, acc_1, ...], 'ensemble': acc, 'last_k': [acc of the last k snapshots'
     ensemble for k = 1..n]}``.

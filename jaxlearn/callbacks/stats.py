@@ -18,13 +18,18 @@ import jax.numpy as jnp
 from jaxlearn.trees import named_leaves
 
 N_BINS = 40
+"""Histogram bins (miniai's ``histc(40, 0, 10)``)."""
 ABS_RANGE = (0.0, 10.0)
+"""The range of the |x| histogram."""
 SIGNED_RANGE = (-5.0, 5.0)
+"""The range of the signed histogram."""
 SATURATION = 0.97
+"""|x| above which a (tanh) activation counts as saturated (makemore part 3)."""
 
 
 def histogram(x: jax.Array, bins: int = N_BINS, value_range: tuple[float, float] = ABS_RANGE) -> jax.Array:
-    """Counts in ``bins`` equal bins over ``value_range``, values outside ignored (``torch.histc``'s rule).
+    """Counts of the values of ``x`` in ``bins`` equal bins over ``value_range``, values outside ignored
+    (``torch.histc``'s rule).
 
     A value equal to the upper edge falls in the last bin, as in ``torch.histc`` and ``numpy.histogram``.
     """
@@ -77,11 +82,11 @@ def _count_codes(codes: jax.Array, n_codes: int) -> jax.Array:
 
 def summarize(x: jax.Array, bins: int = N_BINS, saturation: float = SATURATION,
               signed: bool = True) -> dict[str, jax.Array]:
-    """mean, std, |x| histogram (40 bins on [0, 10]), signed histogram ([-5, 5]; ``signed=False`` skips it),
-    dead and saturated fractions.
+    """The statistics of the activations ``x``: mean, std, |x| histogram (``bins`` bins on [0, 10]), signed
+    histogram ([-5, 5]; ``signed=False`` skips it), dead and saturated fractions.
 
     "dead" is miniai's ``dead_chart`` number: the share of |x| in the lowest histogram bin; "saturated" is
-    makemore's share of |x| > 0.97.
+    makemore's share of |x| > ``saturation`` (0.97).
     """
     x = x.astype(jnp.float32)
     n = x.size
@@ -109,14 +114,16 @@ def summarize(x: jax.Array, bins: int = N_BINS, saturation: float = SATURATION,
 
 
 def module_filter(*types: type[nn.Module], names: tuple[str, ...] = ()) -> Callable[[nn.Module, str], bool]:
-    """A ``capture_intermediates`` filter choosing modules by type (e.g. every GeneralRelu) or by name."""
+    """A ``capture_intermediates`` filter choosing modules by type (``types``, e.g. every GeneralRelu) or by
+    name (``names``)."""
     def keep(module: nn.Module, method_name: str) -> bool:
         return method_name == "__call__" and (isinstance(module, types) or module.name in names)
     return keep
 
 
 def update_ratio(updates: Any, params: Any) -> dict[str, jax.Array]:
-    """makemore's update:data ratio per parameter: ``log10(std(update) / std(param))`` (guideline ≈ −3)."""
+    """makemore's update:data ratio per parameter: ``log10(std(update) / std(param))`` (guideline ≈ −3), from
+    the optimizer's ``updates`` and the ``params`` they apply to, keyed by parameter path."""
     return named_leaves(jax.tree.map(lambda u, p: jnp.log10(u.std() / (p.std() + 1e-12) + 1e-20), updates, params))
 
 

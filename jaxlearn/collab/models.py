@@ -30,7 +30,8 @@ __all__ = ["sigmoid_range", "uniform_between", "emb_size", "EmbeddingDot", "Embe
 
 
 def sigmoid_range(x: jax.Array, lo: float, hi: float) -> jax.Array:
-    """``σ(x)·(hi − lo) + lo``: squashes a score into the ratings' range (lesson 5: ×4+1 for 1–5 stars)."""
+    """``σ(x)·(hi − lo) + lo``: squashes the scores ``x`` into the ratings' range ``(lo, hi)`` (lesson 5: ×4+1
+    for 1–5 stars)."""
     return jax.nn.sigmoid(x) * (hi - lo) + lo
 
 
@@ -42,7 +43,8 @@ def uniform_between(lo: float, hi: float) -> nn.initializers.Initializer:
 
 
 def emb_size(cardinality: int) -> int:
-    """The lesson-4 notebook's embedding width: ``min(50, (cardinality + 1) // 2)``."""
+    """The lesson-4 notebook's embedding width for a column of ``cardinality`` levels:
+    ``min(50, (cardinality + 1) // 2)``."""
     return min(50, (cardinality + 1) // 2)
 
 
@@ -50,6 +52,7 @@ class EmbeddingDot(nn.Module):
     """Lesson 5's ``EmbeddingDot``: ``r̂ = u·m``, a user's factors dotted with a movie's.
 
     Factors are initialized U(0, 0.05) as in the lesson (small, so the dot products start small).
+    ``n_users`` and ``n_items`` rows of ``n_factors`` factors each.
     """
     n_users: int
     n_items: int
@@ -68,6 +71,13 @@ class EmbeddingDotBias(nn.Module):
 
     A bias per user (generous raters) and per movie (generally liked), and the sigmoid range
     ``y_range = (lo, hi)``. As the notebook's ``get_emb``, every embedding starts U(−0.01, 0.01).
+
+    Args:
+        n_users: users (``dls.info['n_users']``): user indices are 0..n_users−1.
+        n_items: items, e.g. movies (``dls.info['n_items']``).
+        n_factors: the latent factors per user and per item.
+        y_range: ``(lo, hi)`` of the predictions; a little beyond the ratings' range (0–5.5 for 0.5–5 stars)
+            so the extremes are reachable.
     """
     n_users: int
     n_items: int
@@ -90,7 +100,9 @@ class EmbeddingNet(nn.Module):
     ``r̂ = σ(W₂·drop_p2(relu(W₁·drop_p1([u, m]) + c₁)) + c₂)·(hi − lo) + lo``.
 
     The Dense layers' biases take the place of the separate user / movie biases. Embeddings start
-    U(−0.01, 0.01) as the notebook's ``get_emb``; ``p1=0.05, p2=0.5`` are the notebook's.
+    U(−0.01, 0.01) as the notebook's ``get_emb``; ``p1=0.05, p2=0.5`` are the notebook's. ``n_users``,
+    ``n_items``, ``n_factors`` and ``y_range`` as :class:`EmbeddingDotBias`'s; ``n_hidden`` units in the hidden
+    layer.
     """
     n_users: int
     n_items: int
@@ -120,7 +132,8 @@ class TabularModel(nn.Module):
     * the ``n_cont`` continuous columns go through BatchNorm;
     * both, concatenated, through ``Dense(n) → ReLU → BatchNorm → Dropout(p)`` for each ``n, p`` in
       ``layers, ps`` (Kaiming-normal weights; ``use_bn=False`` drops the BatchNorms);
-    * then ``Dense(1)``, squashed by :func:`sigmoid_range` when ``y_range`` is given.
+    * then ``Dense(n_out)``: one output (squeezed) for a regression, squashed by :func:`sigmoid_range` when
+      ``y_range`` is given; ``n_out`` > 1 gives a classifier's logits (``len(dls.info['classes'])``).
 
     BatchNorm uses batch statistics and updates its running ones when ``train=True`` (collection
     ``batch_stats``, which must then be mutable), and the running ones otherwise.
@@ -132,6 +145,7 @@ class TabularModel(nn.Module):
     emb_drop: float = 0.04
     y_range: tuple[float, float] | None = None
     use_bn: bool = True
+    n_out: int = 1
 
     @nn.compact
     def __call__(self, x: tuple[jax.Array, jax.Array], train: bool = False) -> jax.Array:
@@ -162,5 +176,7 @@ class TabularModel(nn.Module):
             if self.use_bn:
                 h = BatchNorm()(h, use_running_average=not train)
             h = Dropout(p)(h, train)
-        out = nn.Dense(1, kernel_init=kaiming_normal())(h)[:, 0]
-        return out if self.y_range is None else sigmoid_range(out, *self.y_range)
+        out = nn.Dense(self.n_out, kernel_init=kaiming_normal())(h)
+        if self.n_out > 1:
+            return out
+        return out[:, 0] if self.y_range is None else sigmoid_range(out[:, 0], *self.y_range)

@@ -15,22 +15,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn.checks import check_seed
+
 
 
 def to_float(x):
-    """uint8 pixels → float32 in [0, 1]; other dtypes pass through (e.g. makemore's token ids). Inputs may be
-    a pytree of arrays (e.g. ``(categorical codes, continuous columns)``)."""
+    """The inputs ``x`` with uint8 pixels → float32 in [0, 1]; other dtypes pass through (e.g. makemore's token
+    ids). Inputs may be a pytree of arrays (e.g. ``(categorical codes, continuous columns)``)."""
     return jax.tree.map(lambda a: a.astype(jnp.float32) / 255.0 if a.dtype == jnp.uint8 else a, x)
 
 
 def identity(x):
-    """The transform of inputs already in the model's form (token ids, ratings' user/item indices)."""
+    """The transform of inputs already in the model's form (token ids, ratings' user/item indices): ``x``
+    unchanged."""
     return x
 
 
 @dataclass(frozen=True, eq=False)
 class Normalize:
-    """``(x - mean) / std``; an object rather than a closure so that an exported Learner pickles it."""
+    """``(x - mean) / std`` (made by :func:`normalize`); an object rather than a closure so that an exported
+    Learner pickles it."""
     mean: Any
     std: Any
 
@@ -49,11 +53,21 @@ def normalize(mean: float | jax.Array, std: float | jax.Array) -> Normalize:
 class ArrayDataset:
     """A dataset held on the device, batched by index matrices that the compiled step gathers from.
 
-    ``x`` is an array or a pytree of arrays with one leading example axis. ``epoch_indices(epoch)`` returns
-    ``(idx, weight)`` of shape (n_batches, batch_size): with ``drop_last=False`` the last batch is padded with
-    index 0 and weight 0, so every example is seen exactly once with weight 1 and every batch has one static
-    shape (no recompilation for a ragged last batch). ``batches_per_epoch`` instead draws that many batches
-    with replacement each epoch (makemore's ``torch.randint`` minibatches).
+    ``epoch_indices(epoch)`` returns ``(idx, weight)`` of shape (n_batches, batch_size): with ``drop_last=False``
+    the last batch is padded with index 0 and weight 0, so every example is seen exactly once with weight 1 and
+    every batch has one static shape (no recompilation for a ragged last batch).
+
+    Args:
+        x: the inputs, an array or a pytree of arrays with one leading example axis.
+        y: the targets, one per example (class indices, ratings, next tokens...).
+        batch_size: examples per batch (at most the number of examples).
+        shuffle: a new order every epoch (the training set's); ``False``: the stored order.
+        drop_last: skip the examples past the last whole batch instead of padding it.
+        seed: the dataset's own seed, mixed into its shuffle key (:func:`shuffle_key`).
+        transform: applied to each batch of inputs inside the compiled step (default :func:`to_float`; use
+            :func:`identity` for token ids or indices).
+        batches_per_epoch: instead of one pass, draw that many batches with replacement each epoch
+            (makemore's ``torch.randint`` minibatches).
     """
     x: Any
     y: jax.Array
@@ -76,6 +90,7 @@ class ArrayDataset:
         if self.batches_per_epoch is not None and (not isinstance(self.batches_per_epoch, int)
                                                    or self.batches_per_epoch < 1):
             raise ValueError(f"batches_per_epoch must be a positive integer, got {self.batches_per_epoch!r}")
+        check_seed(self.seed, "the dataset's seed")
         self.x, self.y = jax.tree.map(jnp.asarray, self.x), jnp.asarray(self.y)
 
     def __len__(self) -> int:
@@ -83,6 +98,8 @@ class ArrayDataset:
 
     @property
     def n_batches(self) -> int:
+        """Batches per epoch: ``batches_per_epoch``, or the examples over ``batch_size`` (rounded down with
+        ``drop_last``, else up)."""
         if self.batches_per_epoch is not None:
             return self.batches_per_epoch
         n, bs = len(self), self.batch_size
@@ -120,23 +137,33 @@ _SHUFFLE_STREAM = 2  # folded into a run's seed for the datasets' shuffling
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def shuffle_key(seed: int, dataset_seed: int) -> jax.Array:
-    """A dataset's shuffle key from a run's seed and the dataset's own, made on the device (no transfer)."""
+    """A dataset's shuffle key from a run's ``seed`` and the dataset's own (``dataset_seed``), made on the device
+    (no transfer)."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _SHUFFLE_STREAM), dataset_seed)
 
 
 def check_compatible(train: ArrayDataset, valid: ArrayDataset) -> None:
-    """Train and valid sets must agree per example (shapes, dtypes), or one model cannot take both."""
+    """The ``train`` and ``valid`` sets must agree per example (shapes, dtypes), or one model cannot take both."""
     for what, a, b in (("inputs", train.x, valid.x), ("labels", train.y, valid.y)):
         sig_a, sig_b = (jax.tree.map(lambda v: f"{tuple(v.shape[1:])} {v.dtype}", t) for t in (a, b))
         if sig_a != sig_b:
             raise ValueError(f"train and valid {what} differ: per example {sig_a} vs {sig_b}")
 
 
+def _check_fits(a: np.ndarray, dtype: np.dtype) -> None:
+    """Integer inputs must fit the training inputs' integer dtype: the cast would wrap them (300 → 44 as uint8)."""
+    info, low, high = np.iinfo(dtype), int(a.min()), int(a.max())
+    if low < info.min or high > info.max:
+        raise ValueError(f"predict: these integer inputs range from {low} to {high}, outside the training inputs' "
+                         f"dtype {np.dtype(dtype)}: expected {info.min}..{info.max}")
+
+
 def check_like(x: Any, ds: ArrayDataset) -> tuple[Any, bool]:
     """Raw inputs for prediction, checked against the training data ``ds``: returns ``(x, single)`` with a
     batch axis (added when ``x`` is one example: ``single``). The same dtype and range as the training inputs
     are expected, so the dataset's transform applies as in training: uint8 pixels may also come as floats
-    already scaled to [0, 1], not as floats in 0..255. Errors say what differs."""
+    already scaled to [0, 1], not as floats in 0..255; integers of another dtype must fit the training dtype
+    (0..255 for uint8 pixels; token or category ids of int32 data: int32's range). Errors say what differs."""
     # one training array: a (nested) list is data, not a pytree of inputs
     x = np.asarray(x) if isinstance(ds.x, jax.Array) else jax.tree.map(np.asarray, x)
     leaves, ref = jax.tree.leaves(x), jax.tree.leaves(ds.x)
@@ -161,6 +188,7 @@ def check_like(x: Any, ds: ArrayDataset) -> tuple[Any, bool]:
         elif np.issubdtype(r.dtype, np.integer) != np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"predict: the training inputs are {r.dtype}, these are {a.dtype}")
         elif np.issubdtype(a.dtype, np.integer):
+            _check_fits(a, r.dtype)
             a = a.astype(r.dtype)
         out.append(a)
     return jax.tree.unflatten(jax.tree.structure(x), out), single
@@ -168,9 +196,11 @@ def check_like(x: Any, ds: ArrayDataset) -> tuple[Any, bool]:
 
 @dataclass
 class DataLoaders:
-    """The training and validation datasets of a fit (miniai's ``DataLoaders``).
+    """The training and validation datasets of a fit (miniai's ``DataLoaders``): ``train`` and ``valid``, two
+    :class:`ArrayDataset`.
 
-    ``info`` carries what a dataset needs besides its arrays (e.g. the names' ``vocab`` and ``test`` split).
+    ``info`` carries what a dataset needs besides its arrays (e.g. the names' ``vocab`` and ``test`` split, the
+    ``classes``).
     """
     train: ArrayDataset
     valid: ArrayDataset
@@ -180,6 +210,18 @@ class DataLoaders:
     def from_arrays(cls, train: tuple, valid: tuple, batch_size: int, valid_batch_size: int | None = None,
                     seed: int = 0, drop_last: bool = False,
                     transform: Callable[[jax.Array], jax.Array] = to_float) -> "DataLoaders":
+        """DataLoaders from ``train = (x, y)`` and ``valid = (x, y)`` arrays (or pytrees of inputs).
+
+        Args:
+            train: the training inputs and targets, shuffled every epoch.
+            valid: the validation inputs and targets, in order.
+            batch_size: the training batch size.
+            valid_batch_size: the validation batch size (default ``2 * batch_size``, at most the set's size).
+            seed: the training set's own seed (:class:`ArrayDataset`).
+            drop_last: skip the training examples past the last whole batch instead of padding it.
+            transform: both sets' input transform (:func:`to_float`: uint8 pixels to [0, 1]; :func:`identity`:
+                none).
+        """
         return cls(ArrayDataset(*train, batch_size, shuffle=True, drop_last=drop_last, seed=seed,
                                 transform=transform),
                    ArrayDataset(*valid, min(valid_batch_size or 2 * batch_size, len(valid[1])),

@@ -9,10 +9,7 @@ import gzip
 import hashlib
 import os
 import shutil
-import socket
 import struct
-import urllib.parse
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,16 +17,24 @@ from typing import Any
 import numpy as np
 
 from jaxlearn.data.arrays import DataLoaders
-from jaxlearn.data.files import DataFileError, cache_dir, one_line
+from jaxlearn.data.files import DataFileError, cache_dir, one_line, quiet_tensorflow, require_download_host
 
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.28, 0.35  # the pixel statistics (in [0, 1]) lesson 17 quotes
+FASHION_MNIST_MEAN = 0.28
+"""The training images' mean pixel, on the [0, 1] scale: what lesson 17 normalizes with
+(``BatchTransformCB(normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD))``)."""
+FASHION_MNIST_STD = 0.35
+"""The training images' pixel standard deviation, on the [0, 1] scale (lesson 17's 0.35)."""
 
 
 FASHION_MNIST_ENV = "JAXLEARN_FASHION_MNIST_DIR"
+"""The environment variable naming a folder with the four official IDX ``.gz`` files: read offline instead of
+downloading (:func:`fashion_mnist`'s ``manual_dir`` default)."""
 
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+"""The ten class names, by label (0 = T-shirt/top ... 9 = Ankle boot); ``dls.info['classes']`` of
+:func:`fashion_mnist_loaders`."""
 
 
 # (file name, IDX magic number, dims after the count) for each split's images and labels.
@@ -40,9 +45,6 @@ _FASHION_FILES = {
 
 
 _FASHION_COUNTS = {"train": 60_000, "test": 10_000}
-
-
-_CONNECT_TIMEOUT_S = 3.0  # to the download host before tfds (which retries for minutes)
 
 
 def read_idx(path: str | os.PathLike, magic: int, dims: tuple[int, ...], count: int) -> np.ndarray:
@@ -103,17 +105,10 @@ def _cache_key(checksums: dict[str, str]) -> str:
 
 def _require_download_host(url: str) -> None:
     """Fail in seconds, naming the offline alternative, when the download host (or the proxy that reaches
-    it) cannot be reached: tfds would retry for minutes, then raise a ConnectionError that names neither."""
-    parts = urllib.parse.urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    target = urllib.parse.urlsplit(proxy) if proxy and not urllib.request.proxy_bypass(parts.hostname) else parts
-    address = (target.hostname, target.port or (443 if target.scheme == "https" else 80))
-    try:
-        socket.create_connection(address, timeout=_CONNECT_TIMEOUT_S).close()
-    except OSError as e:
-        raise DataFileError(f"cannot download Fashion-MNIST: {address[0]}:{address[1]} is unreachable ({e}). "
-                            f"Offline, set {FASHION_MNIST_ENV} to a folder holding the four official files: "
-                            f"{', '.join(_fashion_file_names())}") from e
+    it) does not answer: tfds would retry for minutes, or wait forever on a silent proxy, then raise a
+    ConnectionError that names neither."""
+    require_download_host(url, "Fashion-MNIST", f"set {FASHION_MNIST_ENV} to a folder holding the four official "
+                                                f"files: {', '.join(_fashion_file_names())}")
 
 
 def _prepare_and_read(tfds: Any, data_dir: Path, manual_dir: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -168,7 +163,7 @@ def fashion_mnist(manual_dir: str | os.PathLike | None = None, data_dir: str | o
     """
     manual_dir = manual_dir or os.environ.get(FASHION_MNIST_ENV)
     checked = check_fashion_mnist_dir(manual_dir) if manual_dir else None
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines (its oneDNN banner) at import
+    quiet_tensorflow()
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -193,7 +188,14 @@ def fashion_mnist(manual_dir: str | os.PathLike | None = None, data_dir: str | o
 
 def fashion_mnist_loaders(batch_size: int = 256, seed: int = 0, manual_dir=None, drop_last: bool = False,
                           n_train: int | None = None) -> DataLoaders:
-    """Fashion-MNIST train / test as :class:`DataLoaders` (``n_train`` takes a prefix, for quick runs)."""
+    """Fashion-MNIST train / test as :class:`DataLoaders` (``n_train`` takes a prefix, for quick runs).
+
+    The test split is the validation set; pixels become floats in [0, 1] (``to_float``) and ``dls.info['classes']``
+    holds :data:`FASHION_MNIST_CLASSES`. ``batch_size`` (default 256): the training batch size (validation batches
+    are twice that). ``seed`` (default 0): the training set's shuffling seed. ``manual_dir``: the folder of the four
+    IDX files, as :func:`fashion_mnist`'s (default ``$JAXLEARN_FASHION_MNIST_DIR``, else a download).
+    ``drop_last`` (default False): skip the training examples past the last whole batch instead of padding it.
+    """
     splits = fashion_mnist(manual_dir)
     x, y = splits["train"]
     if n_train is not None:

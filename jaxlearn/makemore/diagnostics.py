@@ -29,6 +29,7 @@ from jaxlearn.step import StepContext, TrainState, make_train_step
 from jaxlearn.trees import named_leaves
 
 HIST_BINS = 100  # torch.histogram's default, as in the lecture's plots
+"""Bins of the diagnostics' histograms (``torch.histogram``'s default, as in the lecture's plots)."""
 
 
 def _signed_hist(x: jax.Array, bins: int = HIST_BINS, limit: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -68,13 +69,16 @@ class UpdateRatioCB(StepRecorder):
 
     @property
     def signature(self) -> tuple:
+        """Always the same: every UpdateRatioCB shares a compilation."""
         return (type(self),)
 
     def in_step(self, ctx: StepContext) -> dict:
+        """Each parameter's ratio of the step's ``ctx.updates`` to the updated params, inside the step."""
         return stats.update_ratio(ctx.updates, ctx.new_params)
 
     @property
     def ratios(self) -> dict[str, np.ndarray]:
+        """``{param: (steps,) log10 ratios}`` over the fit's training steps."""
         return dict(self.recorded or {})
 
 
@@ -88,13 +92,16 @@ class DiagnosticsCB(StepRecorder):
 
     @property
     def signature(self) -> tuple:
+        """Always the same: every DiagnosticsCB shares a compilation."""
         return (type(self),)
 
     def in_step(self, ctx: StepContext) -> dict:
+        """The step's loss and its diagnostics from ``ctx`` (activations, output and weight gradients)."""
         return {"loss": ctx.loss, **_reduce_diagnostics(ctx.params, ctx.grads, ctx.intermediates,
                                                          _tanh_outputs(ctx.out_grads))}
 
     def at(self, i: int) -> dict:
+        """The diagnostics of training step ``i`` of the fit, on the host."""
         return jax.tree.map(lambda a: a[i], self.recorded)
 
 
@@ -102,8 +109,9 @@ class DiagnosticsCB(StepRecorder):
 @functools.partial(jax.jit, static_argnames=("model", "return_tensors"))
 def diagnose(model: nn.Module, variables: Mapping, xb: jax.Array, yb: jax.Array,
              return_tensors: bool = False) -> dict:
-    """The lecture's diagnostics on one training batch (train-mode forward and backward), reduced on device:
-    one step of the core's train step with :class:`DiagnosticsCB`'s hook, on ``variables`` as they are.
+    """The lecture's diagnostics of ``model`` on one training batch ``(xb, yb)`` (train-mode forward and
+    backward), reduced on device: one step of the core's train step with :class:`DiagnosticsCB`'s hook, on
+    ``variables`` as they are.
 
     Returns ``{'loss', 'activations': {layer: mean, std, saturated, hist, range}, 'out_grads': {layer: mean,
     std, hist, range}, 'weight_grads': {param: mean, std, hist, range, shape, grad_data}}``; histograms have
@@ -125,8 +133,9 @@ def diagnose(model: nn.Module, variables: Mapping, xb: jax.Array, yb: jax.Array,
 
 @dataclass
 class DiagnosticRun:
-    """What :func:`run_diagnostics` returns: trained variables, per-step losses and update:data ratios, and the
-    full diagnostics of the first and the last step."""
+    """What :func:`run_diagnostics` returns: the trained ``variables``, per-step ``losses`` and update:data ratios
+    (``update_ratios``, by parameter), and the full ``diagnostics`` of the first and the last step (their
+    indices: ``diagnostic_steps``)."""
     variables: dict
     losses: np.ndarray
     update_ratios: dict[str, np.ndarray]
@@ -136,9 +145,9 @@ class DiagnosticRun:
 
 def run_diagnostics(model: nn.Module, dls: DataLoaders, steps: int = 1000, lr: float = 0.1,
                     seed: int = LECTURE_SEED) -> DiagnosticRun:
-    """The lecture's debugging run of the deep net: ``steps`` SGD steps at a constant ``lr`` in one compiled
-    call, with :class:`UpdateRatioCB` and :class:`DiagnosticsCB` in the step; ``diagnostics[0]`` is at init
-    (the first batch, before its update), ``diagnostics[-1]`` the last batch's."""
+    """The lecture's debugging run of the deep net ``model`` on ``dls``: ``steps`` SGD steps at a constant ``lr``
+    in one compiled call (from ``seed``), with :class:`UpdateRatioCB` and :class:`DiagnosticsCB` in the step;
+    ``diagnostics[0]`` is at init (the first batch, before its update), ``diagnostics[-1]`` the last batch's."""
     dls = DataLoaders(dataclasses.replace(dls.train, batches_per_epoch=steps), dls.valid, dls.info)
     ratios, diag = UpdateRatioCB(), DiagnosticsCB()
     learn = lecture_learner(model, dls, seed, steps_per_call=steps,
@@ -150,7 +159,8 @@ def run_diagnostics(model: nn.Module, dls: DataLoaders, steps: int = 1000, lr: f
 
 
 def summary_table(diag: Mapping) -> list[dict]:
-    """Per tanh layer: mean, std, % saturated, output-gradient std — plain floats (for JSON / printing)."""
+    """Per tanh layer of the diagnostics ``diag`` (:func:`diagnose`'s layout): mean, std, % saturated,
+    output-gradient std — plain floats (for JSON / printing)."""
     rows = []
     for name, s in diag["activations"].items():
         g = diag["out_grads"].get(name, {})
@@ -161,6 +171,6 @@ def summary_table(diag: Mapping) -> list[dict]:
 
 
 def weight_ratio_names(params: Mapping) -> list[str]:
-    """Names of the 2-D parameters (C and the Linear weights), the ones the lecture plots."""
+    """Names of the 2-D parameters of ``params`` (C and the Linear weights), the ones the lecture plots."""
     return [k for k, v in named_leaves(params).items() if np.ndim(v) == 2 and min(np.shape(v)) > 1]
 

@@ -23,18 +23,20 @@ from jaxlearn.nn.calibrate import sow_moments
 
 
 VOCAB_SIZE = 27
-
+"""The characters: '.' and a-z."""
 
 BLOCK_SIZE = 3
-
+"""The context: characters read to predict the next one."""
 
 LECTURE_SEED = 2147483647  # the lecture's torch.Generator().manual_seed(2147483647)
-
+"""The lecture's seed, ``torch.Generator().manual_seed(2147483647)``."""
 
 EXPECTED_INIT_LOSS = -math.log(1 / VOCAB_SIZE)  # 3.2958: uniform prediction over 27 characters
-
+"""``-log(1/27)`` = 3.2958: the loss of a uniform prediction, what a well-initialized model starts at."""
 
 KAIMING_TANH = (5 / 3) / math.sqrt(BLOCK_SIZE * 10)  # (5/3)/sqrt(fan_in) for n_embd 10, block 3
+"""Kaiming's scale for a tanh layer, ``(5/3) / sqrt(fan_in)``, for the MLP's ``W1`` (fan_in 30: n_embd 10 ×
+block 3)."""
 
 
 def _normal(scale: float):
@@ -92,6 +94,18 @@ class MLP(nn.Module):
     std (``hpreact.std(0)``, no epsilon), ``bngain``/``bnbias`` of shape (1, n_hidden), running mean and std
     updated with momentum 0.001 (``0.999 * running + 0.001 * batch``) in collection ``batch_stats``.
     Parameter counts (n_embd 10, n_hidden 200, block 3): 11,897; with BatchNorm 12,097.
+
+    Args:
+        vocab_size: the characters (27).
+        block_size: the context characters per example (3).
+        n_embd: the embedding size of each character (``C``'s columns).
+        n_hidden: the hidden layer's units.
+        w1_scale: init scale of ``W1`` (1: the original; 0.2, or :data:`KAIMING_TANH`: the fixes).
+        b1_scale: init scale of ``b1`` (without BatchNorm).
+        w2_scale: init scale of ``W2`` (0.01: "fix softmax confidently wrong").
+        b2_scale: init scale of ``b2`` (0: zeros).
+        batchnorm: the lecture's BatchNorm after ``W1``, in place of ``b1``.
+        bn_momentum: the running statistics' momentum (the lecture's 0.001).
     """
     vocab_size: int = VOCAB_SIZE
     block_size: int = BLOCK_SIZE
@@ -134,8 +148,9 @@ class MLP(nn.Module):
 
 @dataclass(frozen=True)
 class Rung:
-    """One step of the lecture's ladder: a model, whether to score it with calibrated BatchNorm statistics,
-    and the lecture's numbers."""
+    """One step of the lecture's ladder (:data:`LADDER`): its ``name``, the ``model``, whether to score it with
+    ``calibrated`` BatchNorm statistics, and the lecture's numbers: final train and validation losses
+    (``lecture_train``, ``lecture_val``) and, where it quotes one, the loss at step 0 (``lecture_init_loss``)."""
     name: str
     model: MLP
     lecture_train: float
@@ -158,11 +173,14 @@ LADDER: tuple[Rung, ...] = (
          MLP(w1_scale=KAIMING_TANH, w2_scale=0.01, b2_scale=0.0, batchnorm=True), 2.0674, 2.1057,
          calibrated=True),
 )
+"""The lecture's ladder of fixes, rung by rung: the original init, the fixed output layer, the fixed tanh
+saturation, Kaiming init, BatchNorm scored with its running and with calibrated statistics."""
 
 
 class Linear(nn.Module):
     """The lecture's ``Linear(fan_in, fan_out, bias)``: weight (fan_in, fan_out) ``randn / sqrt(fan_in) * gain``
-    (``fan_in_scaling=False``: ``randn * gain``), bias zeros."""
+    (``fan_in_scaling=False``: ``randn * gain``), bias zeros (``bias=False``: none). ``fan_in`` is read from the
+    input."""
     fan_out: int
     bias: bool = True
     gain: float = 1.0
@@ -185,8 +203,9 @@ class BatchNorm1d(nn.Module):
     update ``running_mean`` / ``running_var`` (collection ``batch_stats``) with ``momentum`` towards the batch
     mean and the *unbiased* batch variance. Eval: normalize with the running statistics.
     ``unbiased_norm=True`` normalizes with the unbiased variance instead, as the lecture's hand-written class
-    does (``x.var(0)``). ``gamma_scale`` is the init of ``gamma`` (the lecture's ``gamma *= 0.1`` on the last
-    layer). Calibrated like every BatchNorm here, by :func:`jaxlearn.nn.calibrate.calibrate_batchnorm`.
+    does (``x.var(0)``); ``eps`` is added to the variance. ``gamma_scale`` is the init of ``gamma`` (the
+    lecture's ``gamma *= 0.1`` on the last layer). Calibrated like every BatchNorm here, by
+    :func:`jaxlearn.nn.calibrate.calibrate_batchnorm`.
     """
     eps: float = 1e-5
     momentum: float = 0.1
@@ -237,6 +256,9 @@ class DeepMLP(nn.Module):
     ``randn/sqrt(fan_in) * last_scale`` (0.1: "make the last layer less confident") or, with BatchNorm, the
     last BatchNorm's gamma is ``last_scale``. With BatchNorm the Linear layers have no bias.
     46,497 parameters without BatchNorm, 47,024 with (n_embd 10, n_hidden 100, 5 hidden layers).
+    ``vocab_size``, ``block_size``, ``n_embd`` and ``n_hidden`` as :class:`MLP`'s; ``batchnorm`` adds the
+    BatchNorm1d layers; ``fan_in_scaling=False`` drops the ``1/sqrt(fan_in)`` (:class:`Linear`);
+    ``linear_only`` makes every Tanh the identity (the lecture's "linear sandwich").
     """
     vocab_size: int = VOCAB_SIZE
     block_size: int = BLOCK_SIZE

@@ -24,6 +24,7 @@ def plot_activations(ax, act_stats: Mapping, title: str = "activation distributi
         ax.plot(centers, dens, label=f"{_layer_label(name)}: mean {float(s['mean']):+.2f}, "
                                       f"std {float(s['std']):.2f}, sat {100 * float(s['saturated']):.1f}%")
     ax.legend(fontsize=6)
+    ax.set(xlabel="tanh output", ylabel="density")
     ax.set_title(title, fontsize=9)
 
 
@@ -39,16 +40,19 @@ def plot_grad_hists(ax, grad_stats: Mapping, title: str, ratio_key: str | None =
             label += f", grad:data {float(s[ratio_key]):.2e}"
         ax.plot(centers, dens, label=label)
     ax.legend(fontsize=6)
+    ax.set(xlabel="gradient", ylabel="density")
     ax.set_title(title, fontsize=9)
 
 
 def plot_update_ratios(ax, ratios: Mapping[str, np.ndarray], title: str = "update:data ratio (log10)"):
     """The lecture's ud plot: log10(std(lr·grad)/std(param)) per 2-D parameter over training, guideline −3."""
+    from jaxlearn.callbacks.plots import integer_ticks  # here: importing the package loads no matplotlib
     for name, r in ratios.items():
         ax.plot(np.asarray(r), label=name, lw=0.8)
     ax.axhline(-3, color="k", ls="--", lw=1, label="-3 guideline")
     ax.legend(fontsize=6, ncol=2)
-    ax.set_xlabel("step")
+    ax.set(xlabel="training step", ylabel="log10(std(lr·grad) / std(param))")
+    integer_ticks(ax.xaxis)
     ax.set_title(title, fontsize=9)
 
 

@@ -41,9 +41,10 @@ set's count, mean and sum of squared deviations."""
 
 
 def sow_moments(module: nn.Module, x: jax.Array) -> None:
-    """Sow the per-channel ``(count, mean, m2)`` of ``x`` (channels last) into :data:`MOMENTS_COLLECTION`
-    when that collection is mutable (never at init). Two-pass within the batch; :func:`calibrate_batchnorm`
-    merges batches exactly (Chan et al.), avoiding ``sum(x^2) - n*mean^2`` cancellation."""
+    """Sow (as ``module``'s variable) the per-channel ``(count, mean, m2)`` of ``x`` (channels last) into
+    :data:`MOMENTS_COLLECTION` when that collection is mutable (never at init). Two-pass within the batch;
+    :func:`calibrate_batchnorm` merges batches exactly (Chan et al.), avoiding ``sum(x^2) - n*mean^2``
+    cancellation."""
     if module.is_mutable_collection(MOMENTS_COLLECTION) and not module.is_initializing():
         axes = tuple(range(x.ndim - 1))
         mean = x.mean(axes)

@@ -63,7 +63,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          preferred_element_type=None) -> jax.Array:
     """``jax.lax.conv_general_dilated``, computed on the CPU as im2col (strided slices) and one matrix product
     for channels-last, ungrouped, undilated convolutions; every other case, and every other platform, calls
-    ``jax.lax.conv_general_dilated`` itself."""
+    ``jax.lax.conv_general_dilated`` itself. The arguments are lax's: the input ``lhs`` and kernel ``rhs``,
+    ``window_strides``, ``padding``, ``lhs_dilation`` / ``rhs_dilation``, ``dimension_numbers``,
+    ``feature_group_count`` / ``batch_group_count``, ``precision`` and ``preferred_element_type``."""
     def lax_conv(lhs, rhs):
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count, precision,

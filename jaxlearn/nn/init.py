@@ -147,7 +147,8 @@ def kaiming_normal(a: float = 0.0, mode: str = "fan_in", gain: float | None = No
 def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", gain: float | None = None) -> Initializer:
     """Kaiming/He uniform: ``W ~ U(-b, b)``, ``b = gain * sqrt(3 / fan)``, ``gain = sqrt(2 / (1 + a^2))``.
 
-    Same variance ``gain^2 / fan`` as :func:`kaiming_normal` (``b^2/3 = gain^2/fan``).
+    Same variance ``gain^2 / fan`` as :func:`kaiming_normal` (``b^2/3 = gain^2/fan``); ``a``, ``mode`` (which
+    fan) and ``gain`` as there.
     """
     fan = _select_fan(mode)
     g = calculate_gain("leaky_relu", a) if gain is None else gain
@@ -255,7 +256,8 @@ def find_lsuv_pairs(
     linear_types: tuple[type[nn.Module], ...] = LINEAR_TYPES,
     **apply_kwargs: Any,
 ) -> list[tuple[str, str]]:
-    """Default LSUV pairs ``[(linear_path, act_path), ...]`` in execution order.
+    """Default LSUV pairs ``[(linear_path, act_path), ...]`` in execution order, from one traced call of
+    ``model_or_apply`` (a flax module, or its ``apply``) with ``variables`` on the inputs ``x``.
 
     Each Conv/Dense (``linear_types``) is paired with the first activation module
     (``act_types``) called after it and before the next Conv/Dense; a linear layer

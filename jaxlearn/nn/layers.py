@@ -40,8 +40,8 @@ class Dropout(nn.Module):
     Called as the other models' layers, ``Dropout(p)(x, train)``; ``deterministic=True`` (attribute or
     keyword, flax's convention) is the same as ``train=False``. The random mask comes from the ``'dropout'``
     PRNG stream, which the Learner's train step supplies (``rngs={'dropout': key}``, a key derived from the
-    train state's seed and step). ``broadcast_dims`` shares one mask along those axes (e.g. ``(1, 2)``
-    drops whole channels of NHWC feature maps).
+    train state's seed and step; ``rng_collection`` names another stream). ``broadcast_dims`` shares one mask
+    along those axes (e.g. ``(1, 2)`` drops whole channels of NHWC feature maps).
     """
 
     p: float = 0.5

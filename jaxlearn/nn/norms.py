@@ -110,7 +110,8 @@ class InstanceNorm(nn.Module):
     """Instance norm: mean/var over the spatial axes (H, W) per item and channel.
 
     Per-channel ``scale``/``bias``; equals ``nn.GroupNorm(num_groups=C)``. Needs at
-    least one spatial axis. ``use_running_average`` is accepted and ignored.
+    least one spatial axis. ``eps`` is added to the variance; ``use_running_average``
+    is accepted and ignored.
     """
 
     eps: float = 1e-5
@@ -133,7 +134,8 @@ class GroupNorm(nn.Module):
 
     ``num_groups=1`` is a LayerNorm with per-channel affine, ``num_groups=C`` an
     InstanceNorm. Per-channel ``scale``/``bias``; equals ``nn.GroupNorm(num_groups)``
-    (default 32, as flax). ``use_running_average`` is accepted and ignored.
+    (default 32, as flax). ``eps`` is added to the variance; ``use_running_average``
+    is accepted and ignored.
     """
 
     num_groups: int = 32

@@ -66,12 +66,21 @@ None of them imports the Learner.
 """
 
 from jaxlearn.optim.alias import adam, adamw, momentum, rmsprop, sgd
-from jaxlearn.optim.groups import (differential, freeze, freeze_to, layer_groups, lr_range, param_groups,
-                                   trainable_flags, unfreeze)
-from jaxlearn.optim.hyperparams import DEFAULT_LR, get_hyperparam, hyperparam_names, make_optimizer, set_hyperparams
+from jaxlearn.optim.groups import (differential, freeze, freeze_to, group_labels, layer_groups, lr_range, param_groups,
+                                   set_lr_mults, trainable_flags, unfreeze)
+from jaxlearn.optim.hyperparams import (DEFAULT_LR, MissingHyperparameter, get_hyperparam, hyperparam_names,
+                                        make_optimizer, set_hyperparams)
 from jaxlearn.optim.loss_scaling import LossScaleState, dynamic_loss_scale, loss_scale, mixed_precision
 from jaxlearn.optim.schedules import (one_cycle, one_cycle_momentum, sgdr, sgdr_cycle_ends, warmup_cosine,
                                       warmup_linear)
 from jaxlearn.optim.transforms import (ScaleByAdamState, ScaleByLrState, ScaleByMomentumState, ScaleByRmsState,
                                        add_l2, clip_elementwise, clip_global_norm, decay_weights, scale_by_adam,
                                        scale_by_lr, scale_by_momentum, scale_by_rms)
+
+__all__ = ["adam", "adamw", "momentum", "rmsprop", "sgd", "differential", "freeze", "freeze_to", "group_labels",
+           "layer_groups", "lr_range", "param_groups", "set_lr_mults", "trainable_flags", "unfreeze", "DEFAULT_LR",
+           "MissingHyperparameter", "get_hyperparam", "hyperparam_names", "make_optimizer", "set_hyperparams",
+           "LossScaleState", "dynamic_loss_scale", "loss_scale", "mixed_precision", "one_cycle", "one_cycle_momentum",
+           "sgdr", "sgdr_cycle_ends", "warmup_cosine", "warmup_linear", "ScaleByAdamState", "ScaleByLrState",
+           "ScaleByMomentumState", "ScaleByRmsState", "add_l2", "clip_elementwise", "clip_global_norm",
+           "decay_weights", "scale_by_adam", "scale_by_lr", "scale_by_momentum", "scale_by_rms"]

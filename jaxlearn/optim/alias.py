@@ -11,7 +11,13 @@ from jaxlearn.optim.transforms import (Numeric, decay_weights, scale_by_adam, sc
 
 
 def sgd(learning_rate: optax.ScalarOrSchedule, weight_decay: Numeric = 0.0) -> optax.GradientTransformation:
-    r"""miniai ``SGD``: ``p <- p*(1 - lr*wd) - lr*g``."""
+    r"""miniai ``SGD``: ``p <- p*(1 - lr*wd) - lr*g``.
+
+    Args:
+        learning_rate: ``lr``: a number, an optax schedule ``step -> lr``, or an injected hyperparameter
+            (``optax.inject_hyperparams(sgd)(learning_rate=...)``, as the Learner does).
+        weight_decay: ``wd``, decoupled (:func:`~jaxlearn.optim.transforms.decay_weights`); 0: none.
+    """
     return optax.chain(decay_weights(weight_decay), scale_by_lr(learning_rate))
 
 
@@ -27,6 +33,13 @@ def momentum(
     ``p <- p*(1 - lr*wd) - lr*m`` with ``m`` from :func:`scale_by_momentum`.
     ``momentum(lr, b, lerp=False, nesterov=n)`` is ``optax.sgd(lr, b, n)``;
     ``momentum(lr, b)`` is ``optax.sgd(lr*(1-b), b)``.
+
+    Args:
+        learning_rate: ``lr`` (a number, a schedule or an injected hyperparameter, as for :func:`sgd`).
+        beta: the momentum ``b``: how much of the previous ``m`` each step keeps.
+        weight_decay: ``wd``, decoupled; 0: none.
+        lerp: miniai's moving average ``m <- b*m + (1-b)*g``; ``False``: the heavy ball ``m <- b*m + g``.
+        nesterov: step along the look-ahead direction (:func:`scale_by_momentum`).
     """
     return optax.chain(
         scale_by_momentum(beta, lerp=lerp, nesterov=nesterov),
@@ -42,7 +55,16 @@ def rmsprop(
     weight_decay: Numeric = 0.0,
     init_with_first_grad: bool = True,
 ) -> optax.GradientTransformation:
-    r"""miniai ``RMSProp``: ``p <- p*(1 - lr*wd) - lr * g/(sqrt(s) + eps)``."""
+    r"""miniai ``RMSProp``: ``p <- p*(1 - lr*wd) - lr * g/(sqrt(s) + eps)``.
+
+    Args:
+        learning_rate: ``lr`` (a number, a schedule or an injected hyperparameter, as for :func:`sgd`).
+        decay: how much of the mean square ``s`` each step keeps: ``s <- decay*s + (1-decay)*g**2``.
+        eps: added to ``sqrt(s)`` (outside the sqrt, as miniai), against a division by ~0.
+        weight_decay: ``wd``, decoupled; 0: none.
+        init_with_first_grad: seed ``s`` with the first ``g**2`` (miniai) rather than 0, whose first step is
+            ``1/sqrt(1-decay)`` times too large (:func:`scale_by_rms`).
+    """
     return optax.chain(
         scale_by_rms(decay, eps, init_with_first_grad=init_with_first_grad),
         decay_weights(weight_decay),
@@ -64,6 +86,14 @@ def adam(
     :func:`scale_by_adam`. Matches ``optax.adamw(lr, b1, b2, eps=0,
     eps_root=eps, weight_decay=wd)`` (or ``optax.adamw(lr, b1, b2, eps)`` with
     ``eps_in_sqrt=False``).
+
+    Args:
+        learning_rate: ``lr`` (a number, a schedule or an injected hyperparameter, as for :func:`sgd`).
+        b1: decay of the gradients' average ``m`` (the momentum).
+        b2: decay of the squared gradients' average ``v`` (miniai 0.99; the paper and optax 0.999).
+        eps: against a division by ~0 (miniai 1e-5; the paper 1e-8).
+        weight_decay: ``wd``, decoupled (AdamW); 0: none.
+        eps_in_sqrt: ``eps`` inside the sqrt, as the lesson's code; ``False``: ``m_hat / (sqrt(v_hat) + eps)``.
     """
     return optax.chain(
         scale_by_adam(b1, b2, eps, eps_in_sqrt=eps_in_sqrt),
@@ -80,5 +110,6 @@ def adamw(
     weight_decay: Numeric = 1e-2,
     eps_in_sqrt: bool = True,
 ) -> optax.GradientTransformation:
-    r""":func:`adam` with fastai's default decoupled weight decay ``wd=0.01``."""
+    r""":func:`adam` with fastai's default decoupled weight decay ``wd=0.01``: ``learning_rate``, ``b1``,
+    ``b2``, ``eps``, ``weight_decay`` and ``eps_in_sqrt`` as there."""
     return adam(learning_rate, b1, b2, eps, weight_decay, eps_in_sqrt=eps_in_sqrt)

@@ -46,7 +46,7 @@ def param_groups(
 
 
 def lr_range(lr: float, n_groups: int, factor: float = 3.0) -> tuple[float, ...]:
-    """Per-group lrs growing by ``factor`` up to ``lr`` for the last group.
+    """``n_groups`` per-group lrs growing by ``factor`` up to ``lr`` for the last group.
 
     fast.ai 2018: ``lr_range(lr, 3) == (lr/9, lr/3, lr)`` -- early layers
     (generic features) move less than the head.
@@ -120,7 +120,9 @@ def layer_groups(
     groups: int | Callable[[str], int] | None = None,
     **inner_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
-    """:func:`differential` for a Learner, which creates the params itself.
+    """:func:`differential` for a Learner, which creates the params itself: one ``inner_factory`` optimizer (an
+    alias such as :func:`~jaxlearn.optim.alias.adam`, given ``inner_kwargs``) per layer group, group ``i`` at
+    ``lrs[i]``.
 
     The labels are computed from the params when the optimizer is initialised
     (``param_groups(params, groups)``, ``groups`` defaulting to ``len(lrs)``
@@ -142,15 +144,13 @@ def _group_of(path: tuple[Any, ...]) -> Hashable | None:
 
 
 def freeze_to(opt_state: optax.OptState, n: int) -> optax.OptState:
-    """Freeze groups ``< n`` and unfreeze the others (``n < 0`` counts from the end).
+    """``opt_state`` with groups ``< n`` frozen and the others unfrozen (``n < 0`` counts from the end).
 
     Sets the ``trainable`` hyperparameter of each :func:`differential` group to
     0 or 1, keeping the leaf's dtype so a jitted step sees identical input
     types and is not retraced.
     """
-    leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
-    groups = {_group_of(path) for path, _ in leaves if key_name(path[-1]) == "trainable"}
-    n_groups = len(groups - {None})
+    n_groups = len(group_labels(opt_state))
     if not n_groups:
         raise ValueError("opt_state has no layer groups: build it with differential()")
     if n < 0:
@@ -166,18 +166,38 @@ def freeze_to(opt_state: optax.OptState, n: int) -> optax.OptState:
     return jax.tree_util.tree_map_with_path(visit, opt_state)
 
 
+def set_lr_mults(opt_state: optax.OptState, mults: Sequence[float]) -> optax.OptState:
+    """``opt_state`` with each :func:`differential` group's ``lr_mult`` set (group ``i`` trains at
+    ``learning_rate * mults[i]``), keeping the leaves' dtypes as :func:`freeze_to` does."""
+    n_groups = len(group_labels(opt_state))
+    if len(mults) != n_groups:
+        raise ValueError(f"need one lr multiplier per layer group ({n_groups}), got {len(mults)}: {list(mults)}")
+
+    def visit(path, leaf):
+        group = _group_of(path)
+        return leaf if key_name(path[-1]) != "lr_mult" or group is None else jnp.asarray(mults[group], leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(visit, opt_state)
+
+
+def group_labels(opt_state: optax.OptState) -> set[Hashable]:
+    """The labels of the :func:`differential` layer groups in ``opt_state`` (empty without groups)."""
+    leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    return {_group_of(path) for path, _ in leaves if key_name(path[-1]) == "trainable"} - {None}
+
+
 def freeze(opt_state: optax.OptState) -> optax.OptState:
-    """Train only the last group (the head), as fastai's ``learn.freeze()``."""
+    """``opt_state`` training only the last group (the head), as fastai's ``learn.freeze()``."""
     return freeze_to(opt_state, -1)
 
 
 def unfreeze(opt_state: optax.OptState) -> optax.OptState:
-    """Train every group."""
+    """``opt_state`` training every group (fastai's ``learn.unfreeze()``)."""
     return freeze_to(opt_state, 0)
 
 
 def trainable_flags(opt_state: optax.OptState) -> dict[str, jax.Array]:
-    """``{path: flag}`` of every group's ``trainable`` hyperparameter."""
+    """``{path: flag}`` of every group's ``trainable`` hyperparameter in ``opt_state`` (1 trains, 0 frozen)."""
     leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
     return {jax.tree_util.keystr(path): leaf for path, leaf in leaves
             if key_name(path[-1]) == "trainable" and _group_of(path) is not None}

@@ -9,7 +9,7 @@ the host with :func:`set_hyperparams`, or inside the compiled step from the step
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
@@ -21,10 +21,30 @@ from jaxlearn.checks import check_positive
 from jaxlearn.optim.transforms import Numeric
 
 DEFAULT_LR = 0.1
+"""The learning rate :func:`make_optimizer` gives a factory when neither it nor the Learner sets one."""
+
+
+class MissingHyperparameter(KeyError):
+    """The optimizer state has no injected hyperparameter of that name; the message says how to get one."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted, as a key
+        return str(self.args[0])
+
+
+def missing_message(names: Sequence[str], have: set[str]) -> str:
+    """Why ``names`` cannot be set (the optimizer injects only ``have``), and how to write the optimizer so that
+    they can."""
+    return (f"no injected hyperparameter named {sorted(names)} (the optimizer injects {sorted(have) or 'none'}). "
+            f"A ready GradientTransformation (e.g. optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-4))) "
+            f"keeps its settings inside, so fit(lr=...), fit_one_cycle, lr_find and the schedules cannot change "
+            f"them. Pass a factory instead, which the Learner wraps with optax.inject_hyperparams: "
+            f"optimizer=partial(optax.adamw, weight_decay=0.01), or for a chain "
+            f"optimizer=lambda learning_rate: optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate)); "
+            f"or inject it yourself inside the chain: optax.inject_hyperparams(optax.adamw)(learning_rate=3e-4)")
 
 
 def set_hyperparams(opt_state: optax.OptState, **values: Numeric) -> optax.OptState:
-    """Set injected hyperparameters (every group's, if several) by name.
+    """``opt_state`` with its injected hyperparameters set (every group's, if several) from ``values`` by name.
 
     Like ``optax.tree_utils.tree_set(opt_state, learning_rate=x)`` but casts
     ``x`` to the dtype of the leaf it replaces. ``inject_hyperparams`` stores
@@ -42,23 +62,24 @@ def set_hyperparams(opt_state: optax.OptState, **values: Numeric) -> optax.OptSt
 
     opt_state = jax.tree_util.tree_map_with_path(visit, opt_state)
     if missing := set(values) - found:
-        raise KeyError(f"no injected hyperparameter named {sorted(missing)}")
+        raise MissingHyperparameter(missing_message(sorted(missing), hyperparam_names(opt_state)))
     return opt_state
 
 
 def key_name(key: Any) -> Hashable:
+    """The name in a pytree path ``key``: an attribute's name or a dict key (``None`` for a sequence index)."""
     return key.name if isinstance(key, jax.tree_util.GetAttrKey) else getattr(key, "key", None)
 
 
 def get_hyperparam(opt_state: optax.OptState, name: str) -> float:
-    """The value of an injected hyperparameter (the first group's, if several), read to the host."""
+    """The value of the injected hyperparameter ``name`` in ``opt_state`` (the first group's, if several), read
+    to the host."""
     try:
         leaves = optax.tree_utils.tree_get_all_with_path(opt_state, name)
     except KeyError:
         leaves = []
     if not leaves:
-        raise KeyError(f"the optimizer has no injectable hyperparameter {name!r}: pass a factory such as "
-                       f"optax.sgd, or wrap it with optax.inject_hyperparams")
+        raise MissingHyperparameter(missing_message([name], hyperparam_names(opt_state)))
     return float(np.asarray(leaves[0][1]).reshape(-1)[0])
 
 
@@ -70,12 +91,16 @@ def hyperparam_names(opt_state: optax.OptState) -> set[str]:
 
 def make_optimizer(optimizer: optax.GradientTransformation | Callable[..., optax.GradientTransformation],
                    lr: float | None = None) -> optax.GradientTransformation:
-    """A ready transformation from a transformation or a factory.
+    """A ready transformation from ``optimizer``, a transformation or a factory.
 
     A factory (``optax.sgd``, ``partial(optax.adamw, learning_rate=3e-4, b1=0.9)``) is wrapped with
     ``optax.inject_hyperparams`` so that its numeric settings can change between steps without recompiling;
     what the user bound is used as given, and ``lr`` (default 0.1) only fills a learning rate left unset —
-    or replaces it when given explicitly. A schedule passed as ``learning_rate`` stays a schedule.
+    or replaces it when given explicitly. A schedule passed as ``learning_rate`` stays a schedule. A factory
+    of your own works the same way: ``lambda learning_rate: optax.chain(optax.clip_by_global_norm(1.0),
+    optax.adamw(learning_rate))``. A ready transformation is used as it is (the Learner sets ``lr`` in its state
+    when it injects a learning rate, and otherwise refuses it with :class:`MissingHyperparameter`, which says how
+    to write it as a factory).
     """
     if lr is not None:
         check_positive("lr", lr)

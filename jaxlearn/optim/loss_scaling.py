@@ -17,6 +17,8 @@ PyTree = Any
 
 
 class LossScaleState(NamedTuple):
+    """The state of :func:`dynamic_loss_scale`: the current ``scale``, the finite steps since it last changed
+    (``good_steps``) and the ``inner`` optimizer's state."""
     scale: jax.Array       # the loss is multiplied by this before differentiating
     good_steps: jax.Array  # finite steps since the scale last changed
     inner: optax.OptState
@@ -27,9 +29,10 @@ def dynamic_loss_scale(inner: optax.GradientTransformation, init_scale: float = 
     """Dynamic loss scaling around ``inner`` for float16 training (fastai's ``MixedPrecision`` with PyTorch's
     ``GradScaler`` defaults): small float16 gradients underflow to 0 unless the loss is scaled up first.
 
-    The train step multiplies the loss by ``scale`` (:func:`loss_scale`); ``update`` divides the gradients by
-    it. Non-finite gradients (the scale was too high) skip the update — ``inner``'s state is kept — and divide
-    the scale by ``factor``; ``growth_interval`` finite steps in a row multiply it by ``factor``.
+    The train step multiplies the loss by ``scale`` (:func:`loss_scale`; it starts at ``init_scale``); ``update``
+    divides the gradients by it. Non-finite gradients (the scale was too high) skip the update — ``inner``'s
+    state is kept — and divide the scale by ``factor``; ``growth_interval`` finite steps in a row multiply it by
+    ``factor``.
     """
     def init(params: PyTree) -> LossScaleState:
         return LossScaleState(jnp.asarray(init_scale, jnp.float32), jnp.zeros((), jnp.int32), inner.init(params))
@@ -50,7 +53,7 @@ def dynamic_loss_scale(inner: optax.GradientTransformation, init_scale: float = 
 
 
 def loss_scale(opt_state: optax.OptState) -> jax.Array | float:
-    """The current loss scale of a :func:`dynamic_loss_scale` optimizer state; 1 for any other."""
+    """The current loss scale in ``opt_state`` when it is a :func:`dynamic_loss_scale` state; 1 for any other."""
     return opt_state.scale if isinstance(opt_state, LossScaleState) else 1.0
 
 

@@ -97,9 +97,10 @@ def one_cycle_momentum(
 ) -> optax.Schedule:
     r"""The momentum (``beta`` / ``b1``) schedule that goes with :func:`one_cycle`.
 
-    Cosine ``moms[0] -> moms[1]`` while the lr rises, then back to ``moms[2]``:
-    momentum is lowest when the lr is highest, so the effective step
-    (``lr / (1 - beta)`` for heavy-ball momentum) does not explode.
+    Cosine ``moms[0] -> moms[1]`` while the lr rises (the first ``pct_start`` of
+    ``total_steps``), then back to ``moms[2]``: momentum is lowest when the lr is
+    highest, so the effective step (``lr / (1 - beta)`` for heavy-ball momentum)
+    does not explode.
     """
     return _combined_cos(total_steps, pct_start, *moms)
 
@@ -153,7 +154,8 @@ def sgdr(
 def sgdr_cycle_ends(
     steps_per_epoch: int, cycle_len: int = 1, cycle_mult: int = 2, n_cycles: int = 3
 ) -> list[int]:
-    """Step counts at which the :func:`sgdr` cycles end, e.g. for snapshot ensembles.
+    """Step counts at which the first ``n_cycles`` :func:`sgdr` cycles end, e.g. for snapshot ensembles
+    (``steps_per_epoch``, ``cycle_len`` and ``cycle_mult`` as there).
 
     Entry ``k`` is the number of optimizer steps completed when cycle ``k``
     ends, i.e. the cycle ends after the batch with 0-based index ``entry - 1``
@@ -203,5 +205,6 @@ def warmup_cosine(
 def warmup_linear(
     peak_lr: float, warmup_steps: int, total_steps: int, end_lr: float = 0.0
 ) -> optax.Schedule:
-    r"""DLVU warmup + linear cooldown: 0 -> ``peak_lr`` -> ``end_lr``, piecewise linear."""
+    r"""DLVU warmup + linear cooldown: 0 -> ``peak_lr`` -> ``end_lr``, piecewise linear (the peak at
+    ``warmup_steps``, ``end_lr`` from ``total_steps`` on)."""
     return _warmup_then(peak_lr, warmup_steps, total_steps, end_lr, cosine=False)

@@ -23,7 +23,7 @@ Numeric = jax.typing.ArrayLike
 
 
 class ScaleByMomentumState(NamedTuple):
-    """Running average (lerp) or running sum (heavy ball) of the gradients."""
+    """``momentum``: the running average (lerp) or running sum (heavy ball) of the gradients."""
 
     momentum: optax.Updates
 
@@ -64,7 +64,7 @@ def scale_by_momentum(
 
 
 class ScaleByRmsState(NamedTuple):
-    """Step count (0 means "seed with the first g**2") and the mean square."""
+    """Step ``count`` (0 means "seed with the first g**2") and the mean square ``sqr_avg``."""
 
     count: jax.Array
     sqr_avg: optax.Updates
@@ -107,7 +107,7 @@ def scale_by_rms(
 
 
 class ScaleByAdamState(NamedTuple):
-    """Step count and the two moment averages of Adam."""
+    """Step ``count`` and the two moment averages of Adam: ``mu`` of the gradients, ``nu`` of their squares."""
 
     count: jax.Array
     mu: optax.Updates
@@ -172,7 +172,7 @@ def _add_scaled_params(weight: Numeric) -> optax.GradientTransformation:
 
 
 def add_l2(weight_decay: Numeric) -> optax.GradientTransformation:
-    r"""Coupled L2 regularisation: ``g <- g + wd * p``.
+    r"""Coupled L2 regularisation: ``g <- g + wd * p`` (``wd``: ``weight_decay``).
 
     This is the gradient of ``loss + wd/2 * |p|**2``; put it FIRST in a chain so
     that the penalty's gradient goes through momentum / the adaptive scaling
@@ -185,7 +185,7 @@ def add_l2(weight_decay: Numeric) -> optax.GradientTransformation:
 
 
 def decay_weights(weight_decay: Numeric) -> optax.GradientTransformation:
-    r"""Decoupled weight decay: ``p <- p * (1 - lr * wd)`` (miniai ``SGD.reg_step``).
+    r"""Decoupled weight decay: ``p <- p * (1 - lr * wd)`` (miniai ``SGD.reg_step``; ``wd``: ``weight_decay``).
 
     Design choice: this transform does not take the learning rate. It adds
     ``wd * p`` to the *direction* (after momentum / rms / adam, so the decay
@@ -226,7 +226,7 @@ def clip_global_norm(max_norm: Numeric) -> optax.GradientTransformation:
 
 
 class ScaleByLrState(NamedTuple):
-    """Number of steps taken, the argument of the lr schedule."""
+    """``count``: the number of steps taken, the argument of the lr schedule."""
 
     count: jax.Array
 

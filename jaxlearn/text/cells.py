@@ -50,6 +50,7 @@ class _HiddenStateCell(nn.RNNCellBase):
 
     @nn.nowrap
     def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> jax.Array:
+        """The starting h: zeros for inputs of ``input_shape`` (batch dims + features; ``rng`` unused)."""
         return jnp.zeros(input_shape[:-1] + (self.features,))
 
     @property
@@ -61,6 +62,9 @@ class RNNCell(_HiddenStateCell):
     """The lesson's RNN cell (PyTorch's ``RNNCell``, which sums input and hidden), equal to flax's SimpleCell:
 
     ``h' = tanh(W_i x + b_i + W_h h)``. Parameters ``i`` (kernel, bias) and ``h`` (kernel). Carry: h.
+
+    ``features`` is the size of h; ``kernel_init``, ``recurrent_kernel_init`` and ``bias_init`` initialize the
+    input kernels, the recurrent kernels and the biases (flax's defaults: LeCun normal, orthogonal, zeros).
     """
     features: int
     kernel_init: Callable = _lecun
@@ -90,7 +94,8 @@ class GRUCell(_HiddenStateCell):
     ``1 − z = σ(iz(x) + hz(h))``, the share of h *kept*; the same parameters give the same h'.
     ``reset_after=True`` (flax, PyTorch, cuDNN) applies the reset gate after the recurrent matrix,
     ``h̃ = tanh(in(x) + r ⊙ hn(h))``; ``reset_after=False`` is the lesson's (Cho et al. 2014)
-    ``h̃ = tanh(in(x) + hn(r ⊙ h))``. Carry: h.
+    ``h̃ = tanh(in(x) + hn(r ⊙ h))``. Carry: h. ``features``, ``kernel_init``, ``recurrent_kernel_init`` and
+    ``bias_init`` as :class:`RNNCell`'s.
     """
     features: int
     reset_after: bool = True
@@ -124,7 +129,8 @@ class LSTMCell(nn.RNNCellBase):
         h' = o ⊙ tanh(c')
 
     ``W_i [h, x]`` is ``ii(x) + hi(h)`` (flax's names; only the ``h*`` layers have biases; ``W_c`` is
-    ``ig`` / ``hg``). Carry: ``(c, h)``, flax's order.
+    ``ig`` / ``hg``). Carry: ``(c, h)``, flax's order. ``features``, ``kernel_init``, ``recurrent_kernel_init``
+    and ``bias_init`` as :class:`RNNCell`'s.
     """
     features: int
     kernel_init: Callable = _lecun
@@ -154,6 +160,7 @@ class LSTMCell(nn.RNNCellBase):
 
     @nn.nowrap
     def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+        """The starting ``(c, h)``: zeros for inputs of ``input_shape`` (batch dims + features; ``rng`` unused)."""
         shape = input_shape[:-1] + (self.features,)
         return jnp.zeros(shape), jnp.zeros(shape)
 
@@ -163,4 +170,5 @@ class LSTMCell(nn.RNNCellBase):
 
 
 CELLS: dict[str, type[nn.RNNCellBase]] = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+"""The cells by name, as the models take them (``StatefulCharRnn(cell='lstm')``)."""
 

@@ -1,4 +1,5 @@
-"""The Nietzsche text of fast.ai 2018 lessons 6–7: loading, the character vocabulary, splits and datasets.
+"""The Nietzsche text of fast.ai 2018 lessons 6–7 (or any text of yours): loading, the character vocabulary,
+splits and datasets.
 
 No training code: this module turns ``nietzsche.txt`` (600,893 characters of Helen Zimmern's translation of
 *Beyond Good and Evil*, the file Keras' ``lstm_text_generation.py`` and the lessons download) into the int32
@@ -11,30 +12,22 @@ arrays each of the lessons' character models trains on.
   and lesson 7's (:meth:`CharVocab.lesson7`), torchtext's ``Field(lower=True, tokenize=list)`` with
   ``min_freq=3`` built on the training text: 54 lowercase characters + unknown + padding = **56** tokens.
 * :func:`split_ids`: lesson 7's split, train = the first 80% of the characters, validation = the last 20%.
-* Dataset builders, one per model of the lessons:
+* Dataset builders (x → y), one per model of the lessons (:mod:`jaxlearn.text.models`):
 
-  ===================================  =============================  ===================================
-  builder                              x → y                          model (:mod:`jaxlearn.text.models`)
-  ===================================  =============================  ===================================
-  ``char_windows(ids, 3)``             3 chars (non-overlapping)      ``Char3Model``
-                                       → the 4th
-  ``char_windows(ids, 8, step=1)``     every 8-char window → the 9th  ``CharLoopModel``, ``CharRnn``
-  ``char_sequences(ids, 8)``           8 chars → the same 8 shifted   ``CharSeqRnn``
-                                       by one (non-overlapping)
-  ``stream_batches(ids, 64, 8)``       64 contiguous streams, batch   ``StatefulCharRnn``
-                                       ``i`` = the i-th 8-char slice
-                                       of every stream
-  ===================================  =============================  ===================================
+  * ``char_windows(ids, 3)``: 3 chars (non-overlapping) → the 4th, for ``Char3Model``;
+  * ``char_windows(ids, 8, step=1)``: every 8-char window → the 9th, for ``CharLoopModel`` and ``CharRnn``;
+  * ``char_sequences(ids, 8)``: 8 chars → the same 8 shifted by one (non-overlapping), for ``CharSeqRnn``;
+  * ``stream_batches(ids, 64, 8)``: 64 contiguous streams, batch ``i`` = the i-th 8-char slice of every
+    stream, for ``StatefulCharRnn``.
 
-* :func:`nietzsche_loaders` wraps them in :class:`jaxlearn.data.DataLoaders` (``info['vocab']``).
+* :func:`text_loaders` wraps them in :class:`jaxlearn.data.DataLoaders` (``info['vocab']``) for any UTF-8 text
+  (your own file: ``text_loaders('mine.txt')``); :func:`nietzsche_loaders` is it on the checked lesson file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,19 +37,23 @@ from pathlib import Path
 import numpy as np
 
 from jaxlearn.data import ArrayDataset, DataFileError, DataLoaders, cache_dir, identity
+from jaxlearn.data.files import download
 
 NIETZSCHE_ENV = "JAXLEARN_NIETZSCHE_PATH"
+"""The environment variable giving the path of ``nietzsche.txt`` (:func:`load_nietzsche`)."""
 NIETZSCHE_URL = "https://s3.amazonaws.com/text-datasets/nietzsche.txt"
 NIETZSCHE_CHARS = 600_893  # UTF-8 characters (600,901 bytes: 8 characters are non-ASCII)
+"""The length of ``nietzsche.txt`` in characters (600,901 bytes: 8 characters are non-ASCII)."""
 NIETZSCHE_SHA256 = "23cf69874ab69d3d256099ab530ea4be24d47d9675b673bcc67cbcd6298ec647"
-DOWNLOAD_TIMEOUT_S = 30.0
 VALID_PCT = 0.2  # lesson 7: the last 20% of the text is the validation set
 PAD = "\0"  # index 0 of the vocabulary: lesson 6's padding character
 UNK = "\ufffd"  # index 1 of lesson 7's vocabulary: torchtext's <unk>, for characters seen < min_freq times
 LESSON7_MIN_FREQ = 3
 VOCABS = ("lesson6", "lesson7")
+"""The vocabularies :func:`nietzsche_splits` and :func:`nietzsche_loaders` build."""
 
 KINDS = ("windows", "overlapping", "sequences", "stateful")
+"""The batchings :func:`text_loaders` makes, one per kind of lesson model (see :func:`nietzsche_loaders`)."""
 
 
 # ------------------------------------------------------------------------------------------------ file
@@ -89,27 +86,14 @@ def check_nietzsche(path: str | os.PathLike, check_sha256: bool = True) -> str:
     return text
 
 
-def _download(dest: Path) -> None:
-    """Fetch the Keras copy into ``dest`` via ``dest.part``; the real name appears only once it is complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(NIETZSCHE_URL, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            part.write_bytes(response.read())
-    except (urllib.error.URLError, OSError) as e:
-        part.unlink(missing_ok=True)
-        raise DataFileError(f"could not download {NIETZSCHE_URL} to {dest} ({e}); offline, set "
-                            f"{NIETZSCHE_ENV} to a local nietzsche.txt") from e
-    part.rename(dest)
-
-
 def load_nietzsche(path: str | os.PathLike | None = None, check_sha256: bool = True) -> str:
-    """The checked text: from ``path``, ``$JAXLEARN_NIETZSCHE_PATH``, or downloaded once to ``cache_dir()``."""
+    """The checked text (:func:`check_nietzsche`, with ``check_sha256``): from ``path``,
+    ``$JAXLEARN_NIETZSCHE_PATH``, or downloaded once to ``cache_dir()``."""
     path = path or os.environ.get(NIETZSCHE_ENV)
     if path is None:
         path = cache_dir() / "nietzsche.txt"
         if not path.is_file():
-            _download(path)
+            download(NIETZSCHE_URL, path, f"set {NIETZSCHE_ENV} to a local nietzsche.txt")
     return check_nietzsche(path, check_sha256=check_sha256)
 
 
@@ -121,30 +105,38 @@ class CharVocab:
 
     Index 0 is the padding character ``'\\0'`` (it never occurs in the text); :func:`jaxlearn.text.sampling.sample_text`
     left-pads short prompts of the window models with it. For nietzsche.txt ``len(vocab) == 85``.
-    With ``lower`` the text is lowercased before encoding; with ``min_freq > 1`` characters seen fewer times
-    share the unknown id 1 (:data:`UNK`), as in torchtext, instead of being an error.
+    With ``lower`` the text is lowercased before encoding; with an unknown token (``unk``; by default when
+    ``min_freq > 1``) characters seen fewer than ``min_freq`` times, or not at all, share the unknown id 1
+    (:data:`UNK`), as in torchtext, instead of being an error. ``itos``: the character of each id.
     """
     itos: tuple[str, ...]
     lower: bool = False
 
     @classmethod
-    def from_text(cls, text: str, lower: bool = False, min_freq: int = 1) -> CharVocab:
+    def from_text(cls, text: str, lower: bool = False, min_freq: int = 1, unk: bool | None = None) -> CharVocab:
+        """The vocabulary of ``text`` (lowercased with ``lower``): the padding character, the unknown token when
+        ``unk`` (default: when ``min_freq > 1``), then every character seen at least ``min_freq`` times,
+        sorted. A text holding a reserved character is a ValueError."""
         if not isinstance(min_freq, int) or min_freq < 1:
             raise ValueError(f"min_freq must be a positive integer, got {min_freq!r}")
-        if PAD in text or (min_freq > 1 and UNK in text):
-            raise ValueError("the text contains a reserved character: padding '\\0' or unknown '\\ufffd'")
+        unk = min_freq > 1 if unk is None else unk
+        reserved = {PAD: "padding '\\0'", **({UNK: "unknown '\\ufffd'"} if unk else {})}
+        for char, name in reserved.items():
+            if char in text:
+                raise ValueError(f"the text contains the reserved {name} character at offset {text.index(char):,}")
         counts = Counter(text.lower() if lower else text)
         kept = tuple(sorted(c for c, n in counts.items() if n >= min_freq))
-        return cls(((PAD, UNK) if min_freq > 1 else (PAD,)) + kept, lower)
+        return cls(((PAD, UNK) if unk else (PAD,)) + kept, lower)
 
     @classmethod
     def lesson7(cls, train_text: str) -> CharVocab:
         """Lesson 7's vocabulary: torchtext's ``Field(lower=True, tokenize=list)``, ``build_vocab(min_freq=3)``
-        on the training text. For nietzsche.txt 56 tokens, as the lesson reports (``md.nt``)."""
+        on the training text ``train_text``. For nietzsche.txt 56 tokens, as the lesson reports (``md.nt``)."""
         return cls.from_text(train_text, lower=True, min_freq=LESSON7_MIN_FREQ)
 
     @cached_property
     def stoi(self) -> dict[str, int]:
+        """``{character: id}``, the inverse of ``itos``."""
         return {s: i for i, s in enumerate(self.itos)}
 
     @cached_property
@@ -172,6 +164,7 @@ class CharVocab:
         return ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """The characters of ``ids`` (any shape, read in order), joined."""
         return "".join(self.itos[i] for i in np.asarray(ids).ravel())
 
 
@@ -189,8 +182,9 @@ def split_ids(ids: np.ndarray | str, valid_pct: float = VALID_PCT) -> tuple[np.n
 
 def nietzsche_splits(path: str | os.PathLike | None = None, vocab: str = "lesson6"
                      ) -> tuple[CharVocab, np.ndarray, np.ndarray]:
-    """``(vocab, train_ids, valid_ids)``. ``vocab='lesson6'``: built from the whole text (as in lesson 6), 85
-    tokens; ``'lesson7'``: :meth:`CharVocab.lesson7` built from the training part, 56 tokens."""
+    """``(vocab, train_ids, valid_ids)`` of the checked text (``path`` as :func:`load_nietzsche`'s).
+    ``vocab='lesson6'``: built from the whole text (as in lesson 6), 85 tokens; ``'lesson7'``:
+    :meth:`CharVocab.lesson7` built from the training part, 56 tokens."""
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocab {vocab!r}: expected one of {', '.join(map(repr, VOCABS))}")
     text = load_nietzsche(path)
@@ -258,28 +252,84 @@ def stream_batches(ids: np.ndarray, batch_size: int = 64, bptt: int = 8) -> tupl
     return rows(streams[:, :span]), rows(streams[:, 1:span + 1])
 
 
-def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 8,
-                      path: str | os.PathLike | None = None, seed: int = 0,
-                      valid_batch_size: int | None = None, vocab: str = "lesson6") -> DataLoaders:
-    """The Nietzsche train / validation split as :class:`~jaxlearn.data.DataLoaders` of int32 ids.
+def read_text_file(path: str | os.PathLike) -> str:
+    """The text of the UTF-8 file ``path`` (a leading byte-order mark dropped, nothing else changed); a missing
+    or non-UTF-8 file is a :class:`~jaxlearn.data.DataFileError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"missing data file {path}: expected a UTF-8 text file")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"corrupt data file {path}: not UTF-8 (byte {raw[e.start:e.start + 1]!r} at offset "
+                            f"{e.start:,}); save it as UTF-8 text") from e
 
-    ``kind`` (``bptt`` is the window length of the window kinds):
 
-    * ``'windows'``: :func:`char_windows` ``(ids, bptt)``, non-overlapping (Char3Model: ``bptt=3``);
-    * ``'overlapping'``: :func:`char_windows` ``(ids, bptt, step=1)`` (CharLoopModel, CharRnn);
-    * ``'sequences'``: :func:`char_sequences` (CharSeqRnn);
-    * ``'stateful'``: :func:`stream_batches` for both splits, ``shuffle=False`` and ``drop_last=True`` so that
-      every batch continues the previous one stream by stream (StatefulCharRnn). The validation set uses
-      the same ``batch_size`` (the carried state has one row per stream).
+def min_chars(kind: str, batch_size: int, bptt: int) -> tuple[int, int]:
+    """The fewest characters the training and the validation part need for one batch of ``kind``.
 
-    The other kinds shuffle the training set (``seed``); validation batches are ``valid_batch_size``
-    (default ``2·batch_size``). Ids are not scaled (``transform`` is the identity). ``vocab`` picks the
-    vocabulary (:func:`nietzsche_splits`: ``'lesson6'``, 85 tokens, or ``'lesson7'``, 56, lowercased).
-    ``dls.info`` holds ``vocab`` (:class:`CharVocab`), ``kind`` and ``bptt``.
+    ``'stateful'``: ``batch_size·(bptt + 1)`` each (every stream one ``bptt`` slice and its targets);
+    ``'overlapping'``: ``bptt + batch_size`` for training; ``'windows'``, ``'sequences'``: ``bptt·batch_size + 1``
+    for training; validation batches may be smaller, so one window and its target: ``bptt + 1``.
+    """
+    if kind == "stateful":
+        return batch_size * (bptt + 1), batch_size * (bptt + 1)
+    return (bptt + batch_size if kind == "overlapping" else bptt * batch_size + 1), bptt + 1
+
+
+def text_loaders(path: str | os.PathLike | None = None, kind: str = "stateful", batch_size: int = 64, bptt: int = 8,
+                 valid_pct: float = VALID_PCT, min_freq: int = 1, lower: bool = False, seed: int = 0,
+                 valid_batch_size: int | None = None, text: str | None = None,
+                 vocab: CharVocab | None = None) -> DataLoaders:
+    """Character-level DataLoaders of int32 ids from any UTF-8 text: the file ``path``, or ``text``.
+
+    Lesson 7's recipe: train = the first ``1 - valid_pct`` of the characters, validation = the rest
+    (:func:`split_ids`); the vocabulary is built on the training part (:meth:`CharVocab.from_text` with
+    ``lower`` and ``min_freq``) with an unknown token, which takes the characters seen fewer than ``min_freq``
+    times and those met only in validation. ``dls.info`` holds ``vocab`` (:class:`CharVocab`), ``kind`` and
+    ``bptt``. A missing, empty or non-UTF-8 file, or a text too short for one batch (:func:`min_chars`), is a
+    :class:`~jaxlearn.data.DataFileError` saying so.
+
+    Args:
+        path: a UTF-8 text file (give ``path`` or ``text``, not both).
+        kind: the batching of the lessons' models, one of :data:`KINDS` (see :func:`nietzsche_loaders`).
+        batch_size: sequences per training batch (``'stateful'``: parallel streams, validation too).
+        bptt: the window / sequence length in characters.
+        valid_pct: the share of the text, at its end, for validation.
+        min_freq: characters seen fewer times in the training part become the unknown token.
+        lower: lowercase the text first.
+        seed: the training set's shuffle seed (the window kinds; ``'stateful'`` keeps the order).
+        valid_batch_size: validation batch size of the window kinds (default ``2·batch_size``).
+        text: the text itself, instead of ``path``.
+        vocab: a given :class:`CharVocab` instead of one built on the training part (a trained model's, or
+            lesson 6's built on the whole text).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(map(repr, KINDS))}")
-    char_vocab, train_ids, valid_ids = nietzsche_splits(path, vocab)
+    if (path is None) == (text is None):
+        raise ValueError("text_loaders: pass either a file's path or text=..., "
+                         + ("not both" if text is not None else "got neither"))
+    if not 0.0 < valid_pct < 1.0:
+        raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+    source = "the text" if path is None else f"data file {path}"
+    text = read_text_file(path) if text is None else text
+    if not text:
+        raise DataFileError(f"{source} is empty: expected some UTF-8 text")
+    train_text, valid_text = split_ids(text, valid_pct)
+    need_train, need_valid = min_chars(kind, batch_size, bptt)
+    if len(train_text) < need_train or len(valid_text) < need_valid:
+        raise DataFileError(
+            f"{source} is too short for kind {kind!r} with batch_size {batch_size} and bptt {bptt}: its "
+            f"{len(text):,} characters split into {len(train_text):,} for training and {len(valid_text):,} for "
+            f"validation (valid_pct {valid_pct}), which need at least {need_train:,} and {need_valid:,}; use a "
+            f"longer text or a smaller batch_size / bptt")
+    if vocab is None:
+        try:
+            vocab = CharVocab.from_text(train_text, lower=lower, min_freq=min_freq, unk=True)
+        except ValueError as e:
+            raise DataFileError(f"{source}: {e}") from e
+    train_ids, valid_ids = vocab.encode(train_text), vocab.encode(valid_text)
     if kind == "stateful":
         train = ArrayDataset(*stream_batches(train_ids, batch_size, bptt), batch_size, shuffle=False,
                              drop_last=True, seed=seed, transform=identity)
@@ -293,4 +343,35 @@ def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 
         train = ArrayDataset(*build(train_ids), batch_size, shuffle=True, seed=seed, transform=identity)
         valid = ArrayDataset(x_valid, y_valid, min(valid_batch_size or 2 * batch_size, len(x_valid)),
                              transform=identity)
-    return DataLoaders(train, valid, info={"vocab": char_vocab, "kind": kind, "bptt": bptt})
+    return DataLoaders(train, valid, info={"vocab": vocab, "kind": kind, "bptt": bptt})
+
+
+def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 8,
+                      path: str | os.PathLike | None = None, seed: int = 0,
+                      valid_batch_size: int | None = None, vocab: str = "lesson6") -> DataLoaders:
+    """The Nietzsche train / validation split as :class:`~jaxlearn.data.DataLoaders` of int32 ids: the checked
+    lesson file (:func:`load_nietzsche`) through :func:`text_loaders`.
+
+    ``kind`` (``bptt`` is the window length of the window kinds):
+
+    * ``'windows'``: :func:`char_windows` ``(ids, bptt)``, non-overlapping (Char3Model: ``bptt=3``);
+    * ``'overlapping'``: :func:`char_windows` ``(ids, bptt, step=1)`` (CharLoopModel, CharRnn);
+    * ``'sequences'``: :func:`char_sequences` (CharSeqRnn);
+    * ``'stateful'``: :func:`stream_batches` for both splits, ``shuffle=False`` and ``drop_last=True`` so that
+      every batch continues the previous one stream by stream (StatefulCharRnn). The validation set uses
+      the same ``batch_size`` (the carried state has one row per stream).
+
+    The other kinds shuffle the training set (``seed``); validation batches are ``valid_batch_size``
+    (default ``2·batch_size``). Ids are not scaled (``transform`` is the identity). ``vocab`` picks the
+    vocabulary (:func:`nietzsche_splits`: ``'lesson6'``, 85 tokens, or ``'lesson7'``, 56, lowercased).
+    ``dls.info`` holds ``vocab`` (:class:`CharVocab`), ``kind`` and ``bptt``. ``path``: as
+    :func:`load_nietzsche`'s.
+    """
+    if vocab not in VOCABS:
+        raise ValueError(f"unknown vocab {vocab!r}: expected one of {', '.join(map(repr, VOCABS))}")
+    text = load_nietzsche(path)
+    if vocab == "lesson7":  # CharVocab.lesson7: built on the training part, as text_loaders builds one
+        return text_loaders(None, kind, batch_size, bptt, VALID_PCT, LESSON7_MIN_FREQ, lower=True, seed=seed,
+                            valid_batch_size=valid_batch_size, text=text)
+    return text_loaders(None, kind, batch_size, bptt, VALID_PCT, seed=seed, valid_batch_size=valid_batch_size,
+                        text=text, vocab=CharVocab.from_text(text))

@@ -31,7 +31,8 @@ def _stateful_vars(model: nn.Module, variables: Variables) -> dict:
 
 @functools.partial(jax.jit, static_argnames="model")
 def hidden_grad_norms(model: StatefulCharRnn, variables: Variables, x: jax.Array, y: jax.Array) -> jax.Array:
-    """‖∂L/∂h_t‖ for every step t of the bptt window and every layer: shape (n_layers, T).
+    """‖∂L/∂h_t‖ for every step t of the bptt window and every layer of ``model`` with ``variables``, on the
+    batch ``x`` (B, T) with targets ``y``: shape (n_layers, T).
 
     L is the batch's mean :func:`~jaxlearn.losses.cross_entropy` (eval mode, starting from the variables' carry);
     h_t is each layer's hidden state at step t, and ∂L/∂h_t includes every path through the later steps of
@@ -53,7 +54,8 @@ def hidden_grad_norms(model: StatefulCharRnn, variables: Variables, x: jax.Array
 
 @functools.partial(jax.jit, static_argnames="model")
 def gate_saturation(model: StatefulCharRnn, variables: Variables, x: jax.Array) -> dict[str, jax.Array]:
-    """Fraction of saturated activations over one batch (eval mode), keyed ``'layer_<l>/<gate>'``.
+    """Fraction of saturated activations of ``model`` with ``variables`` over one batch ``x`` (eval mode), keyed
+    ``'layer_<l>/<gate>'``.
 
     GRU (``r``, ``z``) and LSTM (``i``, ``f``, ``o``): the share of sigmoid gates below 0.05 or above 0.95,
     i.e. stuck shut or open (an LSTM forget gate near 1 is the memory working; a reset gate stuck at 0 cuts
@@ -71,16 +73,17 @@ def gate_saturation(model: StatefulCharRnn, variables: Variables, x: jax.Array) 
 
 @functools.partial(jax.jit, static_argnames="model")
 def next_carry(model: StatefulCharRnn, variables: Variables, x: jax.Array):
-    """The hidden state after the batch ``x``, from the one in ``variables`` (eval mode)."""
+    """The hidden state of ``model`` after the batch ``x``, from the one in ``variables`` (eval mode)."""
     return model.apply(variables, x, mutable=[CARRY])[1][CARRY]["h"]
 
 
 def carried_diagnostics(model: StatefulCharRnn, params: Variables, ds: ArrayDataset, n_batches: int = 8,
                         warmup: int = 0) -> dict:
-    """Mean ‖∂L/∂h_t‖ (per layer, per step of the window) and gate saturation over ``n_batches`` consecutive
-    batches of ``ds`` (a :func:`~jaxlearn.text.data.stream_batches` set), the hidden state carried from one to
-    the next as in training. The first ``warmup`` batches only carry the state on (a zero state is not what a
-    trained model usually sees); a set too short for them is measured from its first batch.
+    """For ``model`` with ``params``: mean ‖∂L/∂h_t‖ (per layer, per step of the window) and gate saturation
+    over ``n_batches`` consecutive batches of ``ds`` (a :func:`~jaxlearn.text.data.stream_batches` set), the
+    hidden state carried from one to the next as in training. The first ``warmup`` batches only carry the
+    state on (a zero state is not what a trained model usually sees); a set too short for them is measured from
+    its first batch.
 
     Returns ``{'grad_norms': (n_layers, T) nested lists, 'gate_saturation': {'layer_<l>/<gate>': fraction}}``.
     """

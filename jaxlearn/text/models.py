@@ -35,7 +35,9 @@ from jaxlearn.text.cells import CELLS, GATES, fusion_fence
 from jaxlearn.trees import PERTURBATIONS
 
 CELL_KINDS = ("rnn", "gru", "lstm")
+"""The ``cell`` names :class:`StatefulCharRnn` takes (:data:`jaxlearn.text.cells.CELLS`)."""
 WINDOW = 8  # the lessons' context length (CharLoopModel, CharRnn, bptt)
+"""The lessons' context length: :class:`CharLoopModel`'s and :class:`CharRnn`'s characters, the bptt window."""
 
 Carry = Any  # a cell's state: h, or (c, h) for the LSTM; StatefulCharRnn: a tuple of those, one per layer
 Variables = Mapping[str, Any]
@@ -45,7 +47,8 @@ _orthogonal = nn.initializers.orthogonal()
 
 def identity_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
     """``W_hh = I`` (Le, Jaitly & Hinton 2015; lesson 6's ``m.rnn.weight_hh_l0.data.copy_(torch.eye(n_hidden))``):
-    at init the hidden state is carried over unchanged, so gradients neither vanish nor explode through it."""
+    at init the hidden state is carried over unchanged, so gradients neither vanish nor explode through it. A
+    flax initializer: the identity of ``shape`` in ``dtype`` (``key`` unused)."""
     del key
     return jnp.eye(*shape, dtype=dtype)
 
@@ -54,7 +57,8 @@ class Char3Model(nn.Module):
     """Lesson 6: three characters → the fourth, one set of weights shared by the three steps.
 
     ``in_k = relu(l_in(e(c_k)))``; ``h = 0``; ``h = tanh(l_hidden(h + in_k))`` for k = 1, 2, 3; logits
-    ``l_out(h)``. x (B, 3) → (B, vocab_size).
+    ``l_out(h)``. x (B, 3) → (B, vocab_size). ``vocab_size`` characters, embedded in ``n_fac`` factors;
+    ``n_hidden`` hidden units.
     """
     vocab_size: int
     n_fac: int = 42
@@ -81,7 +85,7 @@ class CharLoopModel(nn.Module):
     ``concat=False``: ``h = tanh(l_hidden(h + relu(l_in(e(c)))))``.
     ``concat=True``: ``h = tanh(l_hidden(relu(l_in([h, e(c)]))))`` — the input and the hidden state are
     different kinds of thing, so concatenate rather than add (``l_in``: n_hidden + n_fac → n_hidden).
-    x (B, T) → (B, vocab_size).
+    x (B, T) → (B, vocab_size). ``vocab_size``, ``n_fac`` and ``n_hidden`` as :class:`Char3Model`'s.
     """
     vocab_size: int
     n_fac: int = 42
@@ -104,7 +108,8 @@ class CharLoopModel(nn.Module):
 
 class CharRnn(nn.Module):
     """Lesson 6's ``nn.RNN`` model: ``h_t = tanh(W_i e(c_t) + b + W_h h_{t-1})`` from ``h_0 = 0`` through
-    ``flax.linen.RNN(flax.linen.SimpleCell)``; logits from the last output only. x (B, T) → (B, vocab_size)."""
+    ``flax.linen.RNN(flax.linen.SimpleCell)``; logits from the last output only. x (B, T) → (B, vocab_size).
+    ``vocab_size``, ``n_fac`` and ``n_hidden`` as :class:`Char3Model`'s."""
     vocab_size: int
     n_fac: int = 42
     n_hidden: int = 256
@@ -122,7 +127,8 @@ class CharSeqRnn(nn.Module):
     Trained on :func:`jaxlearn.text.char_sequences` (targets = inputs shifted by one) with
     :func:`~jaxlearn.losses.cross_entropy`; h is still reset to 0 for each sequence. ``identity_init=True`` makes the
     hidden-to-hidden weight the identity (:func:`identity_init`). :meth:`step` runs one character from a
-    given state (used by :func:`sample_text`).
+    given state (used by :func:`sample_text`). ``vocab_size``, ``n_fac`` and ``n_hidden`` as
+    :class:`Char3Model`'s.
     """
     vocab_size: int
     n_fac: int = 42
@@ -130,6 +136,7 @@ class CharSeqRnn(nn.Module):
     identity_init: bool = False
 
     def setup(self):
+        """The layers: embedding ``e``, the RNN over flax's SimpleCell, the output layer ``l_out``."""
         self.e = nn.Embed(self.vocab_size, self.n_fac)
         cell = nn.SimpleCell(self.n_hidden, recurrent_kernel_init=identity_init if self.identity_init
                              else _orthogonal)
@@ -147,6 +154,7 @@ class CharSeqRnn(nn.Module):
 
     @nn.nowrap
     def zero_state(self, batch: int) -> jax.Array:
+        """The initial h: zeros, (batch, n_hidden)."""
         return jnp.zeros((batch, self.n_hidden))
 
 
@@ -198,7 +206,9 @@ class StatefulCharRnn(nn.Module):
     ``jax.lax.stop_gradient`` of the final state: the next batch continues from it, but backprop stops at the
     batch boundary (the lesson's ``repackage_var``). A plain ``apply`` reads the carry without changing it, or
     starts from zeros when the variables hold no carry. ``dropout`` acts between layers (``nn.LSTM(dropout)``;
-    the lesson: 2-layer LSTM, 512 hidden, dropout 0.5).
+    the lesson: 2-layer LSTM, 512 hidden, dropout 0.5). ``cell`` is one of :data:`CELL_KINDS`, stacked
+    ``n_layers`` deep; ``vocab_size``, ``n_fac`` and ``n_hidden`` as :class:`Char3Model`'s; ``recurrent_init``
+    initializes the cells' hidden-to-hidden weights (default: flax's orthogonal; :func:`identity_init`).
 
     ``unroll``: time steps per iteration of the loop over the window, a speed setting only (the same function;
     floats may round differently). Unrolled, XLA can overlap a layer's step with its neighbours'. Measured on a
@@ -239,7 +249,7 @@ class StatefulCharRnn(nn.Module):
 
     @nn.nowrap
     def zero_state(self, batch: int) -> tuple[Carry, ...]:
-        """The initial carry: zeros, one entry per layer (``(c, h)`` for the LSTM)."""
+        """The initial carry for ``batch`` sequences: zeros, one entry per layer (``(c, h)`` for the LSTM)."""
         def zeros():
             return jnp.zeros((batch, self.n_hidden))
         return tuple((zeros(), zeros()) if self.cell == "lstm" else zeros() for _ in range(self.n_layers))

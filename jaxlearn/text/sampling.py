@@ -56,7 +56,8 @@ def _sample_ids(model: nn.Module, variables: Variables, prefix: jax.Array, key: 
 
 def sample_text(model: nn.Module, variables: Variables, vocab: CharVocab, prefix: str, n_chars: int,
                 temperature: float = 1.0, seed: int | jax.Array = 0, window: int | None = None) -> str:
-    """``n_chars`` characters drawn after ``prefix`` (which is not included in the result).
+    """``n_chars`` characters drawn from ``model`` with ``variables`` after ``prefix`` (which is not included in
+    the result), encoded and decoded with ``vocab``.
 
     Each character is drawn from ``softmax(logits / temperature)`` (lesson 7's ``torch.multinomial``;
     temperature < 1 is more conservative), never the padding id 0. :class:`CharSeqRnn` and

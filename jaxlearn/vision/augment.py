@@ -33,6 +33,8 @@ __all__ = ["Augmentation", "flip", "pad_crop", "random_erase", "noise", "compose
            "tta_accuracy"]
 
 Augmentation = Callable[[jax.Array, jax.Array], jax.Array]  # (x NHWC, key) -> x
+"""An augmentation: ``tfm(x, key) -> x`` on a batch of NHWC images, drawing per-image random numbers from
+``key``."""
 
 
 def _check_images(x: jax.Array, name: str) -> None:
@@ -144,8 +146,8 @@ class AugmentCB(Callback):
     """Random augmentations of the training batches, inside the compiled step: ``AugmentCB(flip(), pad_crop(4))``.
 
     The key is the per-step key the Learner passes to ``batch_transform`` (derived from the train state's
-    seed and step), so runs are reproducible. Validation / prediction inputs pass unchanged unless
-    ``on_val=True``.
+    seed and step), so runs are reproducible. ``tfms`` are applied in order (:func:`compose`) to the training
+    batches (unless ``on_train=False``); validation / prediction inputs pass unchanged unless ``on_val=True``.
     """
     order = -1  # before BatchTransformCB(normalize(...)) (order 0): augment pixels in [0, 1]
 
@@ -157,9 +159,12 @@ class AugmentCB(Callback):
 
     @property
     def signature(self) -> tuple:
+        """The augmentations and where they apply: equal ones share a compilation."""
         return (type(self), self.tfms, self.on_train, self.on_val)
 
     def batch_transform(self, x: jax.Array, training: bool, key: jax.Array) -> jax.Array:
+        """The images ``x`` augmented with ``key`` in a training batch (``training``), else unchanged unless
+        ``on_val``."""
         return self.tfm(x, key) if (self.on_train if training else self.on_val) else x
 
 
@@ -179,7 +184,8 @@ def tta(learn: LearnerLike, data: ArrayDataset | jax.Array | np.ndarray, n: int 
     then passed through the learner's evaluation transforms (normalisation) and ``learn.state.apply_fn``
     in eval mode (running BatchNorm statistics, no dropout). ``data`` is an :class:`ArrayDataset` (its
     ``transform`` is applied, e.g. uint8 → [0, 1]) or raw inputs ``x`` (the validation set's transform is
-    applied). Returns (N, n_classes) probabilities.
+    applied). The batches of ``batch_size`` images draw their augmentations from ``seed``. Returns
+    (N, n_classes) probabilities.
     """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"tta: n must be a non-negative integer, got {n!r}")
@@ -209,7 +215,8 @@ def tta(learn: LearnerLike, data: ArrayDataset | jax.Array | np.ndarray, n: int 
 
 
 def tta_accuracy(learn: LearnerLike, ds: ArrayDataset | None = None, n: int = 0, **kwargs) -> float:
-    """Accuracy of :func:`tta`'s averaged predictions on ``ds`` (default: the validation set)."""
+    """Accuracy of :func:`tta`'s averaged predictions of ``learn`` on ``ds`` (default: the validation set), with
+    ``n`` augmented copies; ``kwargs`` go to :func:`tta`."""
     ds = ds if ds is not None else learn.dls.valid
     probs = tta(learn, ds, n=n, **kwargs)
     return float((probs.argmax(-1) == np.asarray(ds.y)).mean())

@@ -25,8 +25,19 @@ ModuleFactory = Callable[[], nn.Module]
 class ConvBlock(nn.Module):
     """miniai's ``conv``: 3×3 conv (padding ks//2, stride 2), then the norm, then the activation.
 
-    No conv bias when a BatchNorm follows (its shift makes the bias redundant). The conv is flax's, computed
-    on the CPU by :func:`jaxlearn.nn.conv.conv_general_dilated` (im2col: ~30% faster training steps there).
+    No conv bias when a BatchNorm follows (its shift makes the bias redundant; ``use_bias`` overrides). The
+    conv is flax's, computed on the CPU by :func:`jaxlearn.nn.conv.conv_general_dilated` (im2col: ~30% faster
+    training steps there).
+
+    Args:
+        features: output channels.
+        act: a factory of the activation module (``GeneralRelu``, ``partial(GeneralRelu, leak=0.1)``); None: none.
+        norm: a factory of the norm module (``BatchNorm``...), called as ``norm()(x, use_running_average=...)``;
+            None: none.
+        kernel_size: the conv's (square) kernel size ``ks``; padding ``ks // 2``.
+        stride: the conv's stride (2 halves the image).
+        use_bias: the conv's bias; None: unless the norm is a BatchNorm.
+        kernel_init: the conv's kernel initializer (e.g. :func:`~jaxlearn.nn.init.kaiming_normal`).
     """
     features: int
     act: ModuleFactory | None = GeneralRelu
@@ -56,7 +67,8 @@ def _is_batchnorm(norm: ModuleFactory | None) -> bool:
 
 
 class CNN(nn.Module):
-    """Lesson 17's ``get_model``: stride-2 conv blocks over ``nfs``, a last conv to ``n_classes``, flatten."""
+    """Lesson 17's ``get_model``: stride-2 conv blocks over ``nfs``, a last conv to ``n_classes``, flatten.
+    ``act``, ``norm`` and ``kernel_init`` are every :class:`ConvBlock`'s (see :func:`get_model`)."""
     nfs: Sequence[int] = (1, 8, 16, 32, 64)
     act: ModuleFactory | None = GeneralRelu
     norm: ModuleFactory | None = None
@@ -76,7 +88,18 @@ class CNN(nn.Module):
 def get_model(act: ModuleFactory | None = GeneralRelu, nfs: Sequence[int] = (1, 8, 16, 32, 64),
               norm: ModuleFactory | None = None, kernel_init: Initializer = nn.initializers.lecun_normal(),
               n_classes: int = 10) -> CNN:
-    """The lesson-17 CNN: e.g. ``get_model(partial(GeneralRelu, leak=.1, sub=.4), norm=BatchNorm)``."""
+    """The lesson-17 CNN: e.g. ``get_model(partial(GeneralRelu, leak=.1, sub=.4), norm=BatchNorm)``.
+
+    Args:
+        act: a factory of each block's activation (``GeneralRelu``; ``partial(GeneralRelu, leak=0.1, sub=0.4)``
+            is the lesson's); None: no activation.
+        nfs: the channels: the input's first (1 for Fashion-MNIST), then one stride-2 conv block per entry
+            (28 → 14 → 7 → 4 → 2 for four blocks), before the last conv to ``n_classes`` (→ 1).
+        norm: a factory of each block's norm (``jaxlearn.nn.BatchNorm``, ``flax.linen.BatchNorm``...); None: none.
+        kernel_init: the convs' kernel initializer (flax's LeCun normal; the lesson's
+            :func:`~jaxlearn.nn.init.kaiming_normal` for ReLUs).
+        n_classes: the outputs (logits) per image.
+    """
     return CNN(tuple(nfs), act, norm, n_classes, kernel_init)
 
 
@@ -101,7 +124,8 @@ def dropout_ps(ps: float | Sequence[float], n: int) -> tuple[float, ...]:
 
 
 def avg_pool_2x2_ceil(x: jax.Array) -> jax.Array:
-    """PyTorch's ``AvgPool2d(2, ceil_mode=True)`` on NHWC: 2×2 means, odd sizes keep their last row/column
+    """PyTorch's ``AvgPool2d(2, ceil_mode=True)`` on NHWC images ``x``: 2×2 means, odd sizes keep their last
+    row/column
     (averaged over the pixels that exist: 7 → 4). Written as pad + reshape + sum with a constant divisor,
     which XLA compiles and runs much faster on CPU than ``nn.avg_pool(count_include_pad=False)``."""
     n, h, w, c = x.shape
@@ -120,7 +144,8 @@ class ResBlock(nn.Module):
     ``convs`` = conv(ni→nf, stride 1, norm, act) then conv(nf→nf, ``stride``, norm, no act); the shortcut is
     the identity when the shape is kept, else a 2×2 average pool (``stride`` 2, ceil mode: 7 → 4) and/or a
     1×1 conv to ``features`` channels (with bias, no norm, as in the course). The input's channel count is
-    read from ``x``, so only ``features`` is given.
+    read from ``x``, so only ``features`` is given. ``kernel_size``, ``act``, ``norm`` and ``kernel_init`` are
+    the convs' (:class:`ConvBlock`).
     """
     features: int
     stride: int = 1
@@ -152,7 +177,9 @@ class ResNet(nn.Module):
     ``ResBlock(nfs[0], ks=first_kernel_size, stride=1)`` then one stride-2 ``ResBlock`` per further entry of
     ``nfs`` (28 → 14 → 7 → 4 → 2 for five entries), global average pooling, an optional head of hidden
     linear layers (``head_features``) with dropout ``ps`` before each linear layer (fast.ai 2018), the
-    linear classifier (no bias) and, with a norm, a BatchNorm over the logits as in the course.
+    linear classifier to ``n_classes`` (no bias) and, with a norm, a BatchNorm over the logits as in the course
+    (``logit_norm=False``: the classifier keeps its bias and no norm). ``act``, ``norm`` and ``kernel_init`` are
+    every layer's (:class:`ResBlock`, the head).
     """
     nfs: Sequence[int] = (16, 32, 64, 128, 256)
     act: ModuleFactory | None = GeneralRelu
@@ -192,7 +219,10 @@ def fmnist_resnet(act: ModuleFactory | None = None, norm: ModuleFactory | None =
                   ps: float | Sequence[float] = 0.0, head_features: Sequence[int] = (),
                   n_classes: int = 10) -> ResNet:
     """The Fashion-MNIST ResNet of course22 lesson 14: ``ResBlock(1,16,ks=5)``, ``ResBlock(16,32)``, ... 256,
-    global average pool, linear, BatchNorm; GeneralRelu(0.1, 0.4) and Kaiming(a=0.1) init by default."""
+    global average pool, linear, BatchNorm; GeneralRelu(0.1, 0.4) and Kaiming(a=0.1) init by default.
+
+    ``act``, ``norm`` (default :class:`~jaxlearn.nn.BatchNorm`) and ``kernel_init`` replace those defaults;
+    ``nfs``, ``ps``, ``head_features`` and ``n_classes`` are :class:`ResNet`'s."""
     from jaxlearn.nn.init import kaiming_normal
     from jaxlearn.nn.norms import BatchNorm
     act = act if act is not None else partial(GeneralRelu, leak=0.1, sub=0.4)
