@@ -262,22 +262,23 @@ class PlainFunctions(nn.Module):
         return nn.Dense(3)(x)
 
 
+def _shapes_of_init(model, x, **kw):
+    """The model's variables as shapes (activation_map reads a trace: nothing is computed)."""
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, **kw))
+
+
 def test_activations_are_read_from_the_model_not_its_class_names():
     x = jnp.ones((2, 4, 4, 1))
-    v = PlainFunctions().init(jax.random.key(0), x)
-    found = activation_map(PlainFunctions().apply, v, x)
+    found = activation_map(PlainFunctions().apply, _shapes_of_init(PlainFunctions(), x), x)
     assert found == {"Dense_0": ActivationLayer("relu", "pre"), "Dense_1": ActivationLayer("tanh", "pre"),
                      "Dense_2": ActivationLayer("sigmoid", "pre")}
-    cnn = get_model(partial(GeneralRelu, leak=0.1, sub=0.4), norm=BatchNorm)
-    v = cnn.init(jax.random.key(0), jnp.ones((2, 28, 28, 1)), train=False)
-    found = activation_map(cnn.apply, v, jnp.ones((2, 28, 28, 1)), train=False)
+    cnn, x = get_model(partial(GeneralRelu, leak=0.1, sub=0.4), norm=BatchNorm), jnp.ones((2, 28, 28, 1))
+    found = activation_map(cnn.apply, _shapes_of_init(cnn, x, train=False), x, train=False)
     assert set(found) == {f"ConvBlock_{i}/BatchNorm_0" for i in range(4)}  # what GeneralRelu's leaky ReLU takes
-    mlp = mm.MLP()
-    v = mlp.init(jax.random.key(0), jnp.zeros((2, 3), jnp.int32))
-    assert activation_map(mlp.apply, v, jnp.zeros((2, 3), jnp.int32)) == {"Tanh_0": ActivationLayer("tanh", "post")}
-    rnn = text.StatefulCharRnn(10, "lstm", 4, 8)
-    v = rnn.init(jax.random.key(0), jnp.zeros((2, 4), jnp.int32))
-    assert activation_map(rnn.apply, v, jnp.zeros((2, 4), jnp.int32)) == {}  # inside lax.scan: not seen
+    mlp, ids = mm.MLP(), jnp.zeros((2, 3), jnp.int32)
+    assert activation_map(mlp.apply, _shapes_of_init(mlp, ids), ids) == {"Tanh_0": ActivationLayer("tanh", "post")}
+    rnn, ids = text.StatefulCharRnn(10, "lstm", 4, 8), jnp.zeros((2, 4), jnp.int32)
+    assert activation_map(rnn.apply, _shapes_of_init(rnn, ids), ids) == {}  # inside lax.scan: not seen
 
 
 # -------------------------------------------------------------------------------------- end to end
@@ -336,3 +337,14 @@ def test_health_cb_can_stop_the_fit_at_a_critical_finding():
     learn = learner(transform=lambda a: a.astype(jnp.float32), cbs=[cb])
     learn.fit(5)
     assert learn.epochs_done < 5 and any(f.severity == "critical" for f in cb.findings)
+
+
+def test_a_second_fit_checked_between_probed_steps_runs_the_loss_rules_only():
+    """HealthCB probes the first 10 steps of the run and then every 25th: a second fit's early check dates its
+    findings on windows that may hold no probed step, which must not fail."""
+    cb = HealthCB(every=25, first=10, check_after=None, verbose=False)
+    learn = learner(cbs=[cb])
+    learn.fit(2)  # 32 steps: the next fit starts at step 32; its first 10-step window has no probed step (50)
+    learn.fit(2)
+    report = cb.report
+    assert report.seen["steps"] == 32 and report.seen["probed_steps"] == 1

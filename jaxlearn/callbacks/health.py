@@ -62,8 +62,9 @@ class HealthCB(StepRecorder):
     finding once (``learn.log``, and ``findings`` / ``report``). ``stop_on_critical`` cancels the fit at the
     first critical finding. See the module docstring for what is measured and when.
 
-    ``first`` (default 10) / ``every`` (default 10): the compiled step measures the first ``first`` optimizer steps,
-    then every ``every``-th (positive integers); the other steps only record their loss. ``check_after``
+    ``first`` (default 10) / ``every`` (default 25): the compiled step measures the first ``first`` optimizer steps,
+    then every ``every``-th (positive integers); the other steps only record their loss (every 25th keeps the
+    main job's overhead near 2%: a probe re-runs the forward pass). ``check_after``
     (default 100): the steps after which the rules run once early (None: only at epoch ends). ``thresholds``:
     where each rule fires (default :class:`~jaxlearn.callbacks.health_rules.HealthThresholds`). ``verbose``
     (default True): log each new finding through ``learn.log``. ``max_steps``: cancel the fit after this many
@@ -71,7 +72,7 @@ class HealthCB(StepRecorder):
     order = 5  # after MetricsCB (1): the epoch's metrics are there for the overfitting rule
     perturb = True  # ∂L/∂h_t of models that perturb their hidden states (the stateful RNNs)
 
-    def __init__(self, every: int = 10, first: int = 10, check_after: int | None = 100,
+    def __init__(self, every: int = 25, first: int = 10, check_after: int | None = 100,
                  thresholds: HealthThresholds | None = None, stop_on_critical: bool = False, verbose: bool = True,
                  max_steps: int | None = None):
         for name, v in (("every", every), ("first", first)):
