@@ -17,9 +17,10 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) experiments/fashion_mnist.py --out runs/fashion_mnist
 
-# one pytest worker per core, a test file per worker at a time (its module fixtures are built once)
+# three pytest workers (2 cores are busy with three: the tests also wait on subprocesses and files), a test file
+# per worker at a time (its module fixtures are built once); --durations: the slowest, to keep the suite short
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile --durations=15
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/fashion_mnist_speed.py

@@ -21,6 +21,12 @@ if _OWN_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxlearn-tests-xla-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The tests' programs are small and run few steps: LLVM's optimizations cost more compile time than they save (a
+# quarter of the compile-bound tests' time). Only the CPU backend's code generation: the HLO that the compiler-
+# specific tests inspect is the same. Set JAXLEARN_TEST_XLA_OPT=1 to test the optimized code users run.
+if os.environ.get("JAXLEARN_TEST_XLA_OPT") != "1" and "xla_backend_optimization_level" not in os.environ.get(
+        "XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 from _tiny import tiny_arrays
 

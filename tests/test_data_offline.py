@@ -1,7 +1,7 @@
 """Fashion-MNIST's failures are loud and quick: no network, changed source files, a damaged prepared cache.
 
 Every test has its own ``JAXLEARN_CACHE_DIR``: the user's cache is never touched. Preparing through tfds takes
-~30 s, so the module prepares twice in all: once in the shared fixture, once to rebuild a damaged cache.
+~30 s, so the module prepares once, in the shared fixture; the rebuild of a damaged cache copies that back.
 """
 
 import gzip
@@ -96,8 +96,18 @@ def test_changed_source_files_are_read_not_the_stale_cache(cache_env, tmp_path):
 
 
 @needs_files
-def test_a_damaged_prepared_cache_is_rebuilt(cache_env):
+def test_a_damaged_prepared_cache_is_rebuilt(cache_env, monkeypatch, tmp_path):
     manual, _, key_dir, first = cache_env
+    # tfds' preparation itself (~30 s) is the fixture's: here a pristine copy stands in for preparing it again
+    pristine = shutil.copytree(key_dir / "fashion_mnist", tmp_path / "pristine")
+    real, calls = fashion._prepare_and_read, []
+
+    def prepare_again(tfds, data_dir, manual_dir):
+        calls.append((data_dir / "fashion_mnist").exists())
+        if not calls[-1]:  # deleted as unreadable: "prepare" it again
+            shutil.copytree(pristine, data_dir / "fashion_mnist")
+        return real(tfds, data_dir, manual_dir)
+    monkeypatch.setattr(fashion, "_prepare_and_read", prepare_again)
     (record,) = [p for p in key_dir.rglob("*train*") if "record" in p.name]
     raw = bytearray(record.read_bytes())
     for i in range(len(raw) // 3, len(raw) // 3 + 64):
@@ -106,7 +116,9 @@ def test_a_damaged_prepared_cache_is_rebuilt(cache_env):
     with pytest.warns(UserWarning, match=rf"prepared Fashion-MNIST cache {key_dir / 'fashion_mnist'} is unreadable "
                                          r"\(DataLossError: .*deleting it and preparing it again"):
         assert_same(data.fashion_mnist(manual), first)
+    assert calls == [True, False]  # read the damaged cache, deleted it, prepared again
     assert_same(data.fashion_mnist(manual), first)  # the rebuilt cache reads cleanly
+    assert calls == [True, False, True]
 
 
 def test_a_cache_that_stays_unreadable_names_its_folder(monkeypatch, tmp_path):

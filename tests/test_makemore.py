@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlearn.trees import named_leaves
 from jaxlearn import data, optim
 from jaxlearn import makemore as mm
 from jaxlearn.data import ArrayDataset
@@ -253,7 +254,17 @@ def test_update_ratios_and_diagnostics_inside_the_training_step(splits):
     d0 = diag.at(0)
     np.testing.assert_allclose(d0["loss"], l0, rtol=1e-5)
     reference = mm.diagnose(model, {"params": v0, "batch_stats": {}}, xb, yb)  # the standalone function
-    chex.assert_trees_all_close(d0, reference, rtol=1e-4, atol=1e-6)
+    # a value within an ulp of a bin edge may land in the neighbouring bin (two programs, two roundings), and a
+    # gradient that is zero up to rounding (the rows of C no example used) on either side of the edge at 0: the
+    # histograms must hold the same counts up to such moves; every other number must match
+    hists = lambda tree: {k: v for k, v in named_leaves(tree).items() if k.endswith("hist")}  # noqa: E731
+    others = lambda tree: {k: v for k, v in named_leaves(tree).items() if not k.endswith("hist")}  # noqa: E731
+    chex.assert_trees_all_close(others(d0), others(reference), rtol=1e-4, atol=1e-6)
+    for name, h in hists(d0).items():
+        got, ref = (np.asarray(a, np.float64) for a in (h, hists(reference)[name]))
+        middle = len(ref) // 2  # the bins [-w, 0) and [0, w) taken as one
+        got, ref = (np.concatenate([a[:middle - 1], [a[middle - 1] + a[middle]], a[middle + 1:]]) for a in (got, ref))
+        assert got.sum() == ref.sum() and np.abs(np.cumsum(got) - np.cumsum(ref)).max() <= 2, name
     p1 = jax.tree.map(lambda p, g_: p - lr * g_, v0, g)
     for name, (u, p) in {"C": (lr * g["C"], p1["C"]),
                          "Linear_1/weight": (lr * g["Linear_1"]["weight"], p1["Linear_1"]["weight"])}.items():

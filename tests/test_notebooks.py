@@ -16,6 +16,9 @@ nbclient = pytest.importorskip("nbclient", reason="the notebook tests need the d
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TIMEOUT = 300  # seconds for a whole notebook
+# the notebooks' own size knobs, smaller here: every cell still runs, on fewer steps (the kernel inherits them)
+SMALLER = {"MAKEMORE_NB_STEPS": "1000", "MAKEMORE_NB_DIAG_STEPS": "100", "EMB_NB_EPOCHS": "1",
+           "EMB_NB_RNN_EPOCHS": "1", "EMB_NB_CHARS": "48000", "EMB_NB_VALID_CHARS": "12000"}
 
 
 def execute(path_or_nb, timeout: float = TIMEOUT, cwd: Path | None = None) -> float:
@@ -35,7 +38,9 @@ def execute(path_or_nb, timeout: float = TIMEOUT, cwd: Path | None = None) -> fl
 @pytest.mark.parametrize(
     "path", NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip(reason=f"no notebooks in {NOTEBOOK_DIR}"))],
     ids=lambda p: p.name if p is not None else "none")
-def test_notebook_runs(path):
+def test_notebook_runs(path, monkeypatch):
+    for name, value in SMALLER.items():
+        monkeypatch.setenv(name, value)
     seconds = execute(path)
     assert seconds < TIMEOUT
 
