@@ -44,6 +44,25 @@ def fashion_small(fashion):
     return (x[:2000], y[:2000]), (xt[:1000], yt[:1000])
 
 
+_TQDM_DISABLE = os.environ.get("TQDM_DISABLE")  # as the run started
+
+
+def _restore_progress_bars() -> None:
+    if _TQDM_DISABLE is None:
+        os.environ.pop("TQDM_DISABLE", None)
+    else:
+        os.environ["TQDM_DISABLE"] = _TQDM_DISABLE
+
+
+@pytest.fixture(autouse=True)
+def progress_bars_as_they_were():
+    """An experiment's ``--no-progress``, run in the test process (by a test or a module's fixture), turns tqdm off
+    for the whole process (TQDM_DISABLE): every test starts and ends with it as the run started."""
+    _restore_progress_bars()
+    yield
+    _restore_progress_bars()
+
+
 @pytest.fixture
 def tiny_data():
     """96 random 'images' with 3 classes whose label is readable from the pixels (learnable in a few steps)."""

@@ -13,17 +13,6 @@ import pytest
 
 import runs  # experiments/runs.py (conftest puts experiments/ on the path)
 
-
-@pytest.fixture(autouse=True)
-def progress_bars_as_they_were():
-    """``--no-progress`` turns tqdm off for the whole process (TQDM_DISABLE): put it back for the next tests."""
-    import os
-    before = os.environ.get("TQDM_DISABLE")
-    yield
-    if before is None:
-        os.environ.pop("TQDM_DISABLE", None)
-    else:
-        os.environ["TQDM_DISABLE"] = before
 from jaxlearn.data import DataFileError
 
 ROOT = Path(__file__).resolve().parents[1]
