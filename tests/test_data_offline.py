@@ -132,3 +132,25 @@ def test_a_cache_that_stays_unreadable_names_its_folder(monkeypatch, tmp_path):
             pytest.raises(DataFileError, match=rf"preparing Fashion-MNIST in the cache {tmp_path / 'fashion_mnist'} "
                                                r"failed \(OSError: simulated: record 123 is corrupted\)"):
         fashion._from_prepared_cache(tfds, tmp_path, None)
+
+
+def test_processes_loading_at_once_prepare_the_cache_one_at_a_time(monkeypatch, tmp_path):
+    """The suite's workers (and two experiments) may load Fashion-MNIST at the same moment into one cache: the
+    preparation is serialized (threads stand in for processes: the lock is per open file)."""
+    import threading
+    inside, overlaps = [], []
+
+    def prepare(tfds, data_dir, manual_dir):
+        inside.append(1)
+        overlaps.append(len(inside) > 1)
+        time.sleep(0.3)
+        inside.pop()
+        return {}
+    monkeypatch.setattr(fashion, "_prepare_and_read", prepare)
+    threads = [threading.Thread(target=fashion._from_prepared_cache, args=(None, tmp_path / "key", None))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [False, False, False]

@@ -5,6 +5,8 @@ IDX ``.gz`` files; they are checked before tfds sees them, so a bad file is name
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
@@ -125,11 +127,27 @@ def _prepare_and_read(tfds: Any, data_dir: Path, manual_dir: str | None) -> dict
     return out
 
 
+@contextlib.contextmanager
+def _one_process_at_a_time(data_dir: Path):
+    """Several processes loading at once (a test suite's workers, two experiments) prepare the cache once: the
+    others wait for it, then read it (an advisory lock on a file beside it)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / ".jaxlearn-prepare.lock", "w") as lock:
+        with contextlib.suppress(OSError):  # a file system without locks: as before, one process at a time or luck
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _from_prepared_cache(tfds: Any, data_dir: Path, manual_dir: str | None
                          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read Fashion-MNIST from tfds' prepared data in ``data_dir``, preparing it first if needed. Prepared
-    data that fails to read (a truncated or bit-flipped record file, a damaged dataset_info.json) is deleted
-    and prepared again, once; if that fails too, the error names the cache."""
+    """Read Fashion-MNIST from tfds' prepared data in ``data_dir``, preparing it first if needed (one process at
+    a time). Prepared data that fails to read (a truncated or bit-flipped record file, a damaged dataset_info.json)
+    is deleted and prepared again, once; if that fails too, the error names the cache."""
+    with _one_process_at_a_time(data_dir):
+        return _read_or_prepare(tfds, data_dir, manual_dir)
+
+
+def _read_or_prepare(tfds: Any, data_dir: Path, manual_dir: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     prepared = data_dir / "fashion_mnist"
     if prepared.exists():
         try:
