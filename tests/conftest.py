@@ -44,7 +44,10 @@ def fashion_small(fashion):
     return (x[:2000], y[:2000]), (xt[:1000], yt[:1000])
 
 
+import tqdm  # noqa: E402
+
 _TQDM_DISABLE = os.environ.get("TQDM_DISABLE")  # as the run started
+_TQDM_INIT = tqdm.tqdm.__init__
 
 
 def _restore_progress_bars() -> None:
@@ -52,12 +55,14 @@ def _restore_progress_bars() -> None:
         os.environ.pop("TQDM_DISABLE", None)
     else:
         os.environ["TQDM_DISABLE"] = _TQDM_DISABLE
+    tqdm.tqdm.__init__ = _TQDM_INIT
 
 
 @pytest.fixture(autouse=True)
 def progress_bars_as_they_were():
     """An experiment's ``--no-progress``, run in the test process (by a test or a module's fixture), turns tqdm off
-    for the whole process (TQDM_DISABLE): every test starts and ends with it as the run started."""
+    for the whole process (TQDM_DISABLE, and tqdm's default): every test starts and ends with both as the run
+    started."""
     _restore_progress_bars()
     yield
     _restore_progress_bars()
