@@ -297,7 +297,22 @@ class Monitor:
         return better
 
 
-class EarlyStoppingCB(Callback):
+class _Watching(Callback):
+    """A callback whose ``watch`` (a :class:`Monitor`) follows one metric over the fit."""
+    watch: Monitor
+
+    @property
+    def best(self) -> float:
+        """The best value of the monitored metric in this fit."""
+        return self.watch.best
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch (in this fit) of the best value; None before one."""
+        return self.watch.best_epoch
+
+
+class EarlyStoppingCB(_Watching):
     """Stop the fit when ``monitor`` ('valid_loss', 'valid_accuracy', 'train_loss', ...) has not improved by
     more than ``min_delta`` for ``patience`` epochs. ``mode`` 'min' / 'max' / 'auto' (see :class:`Monitor`).
 
@@ -314,16 +329,6 @@ class EarlyStoppingCB(Callback):
             raise ValueError(f"patience must be at least 1, got {patience}")
         self.monitor, self.mode, self.patience = monitor, self.watch.mode, patience
         self.restore_best, self.verbose = restore_best, verbose
-
-    @property
-    def best(self) -> float:
-        """The best value of the monitored metric in this fit."""
-        return self.watch.best
-
-    @property
-    def best_epoch(self) -> int | None:
-        """The epoch (in this fit) of the best value; None before one."""
-        return self.watch.best_epoch
 
     def before_fit(self, learn: LearnerLike) -> None:
         """Start watching afresh."""
@@ -358,7 +363,7 @@ class EarlyStoppingCB(Callback):
         self._fit_best = None
 
 
-class SaveBestCB(Callback):
+class SaveBestCB(_Watching):
     """Write the best model to disk: at every epoch where ``monitor`` improves, ``learn.export(path)`` (fastai's
     ``SaveModelCallback``), so ``load_learner(path)`` predicts with the best epoch's model even if the fit is
     killed later. ``mode`` and ``min_delta`` as :class:`Monitor`'s. With ``load_best`` the Learner ends the fit
@@ -372,16 +377,6 @@ class SaveBestCB(Callback):
         self.path, self.watch, self.load_best = Path(path), Monitor("SaveBestCB", monitor, mode, min_delta), load_best
         self.overwrite = overwrite  # replace a folder that is not a jaxlearn export (see Learner.export)
         self.saved: list[int] = []
-
-    @property
-    def best(self) -> float:
-        """The best value of the monitored metric in this fit."""
-        return self.watch.best
-
-    @property
-    def best_epoch(self) -> int | None:
-        """The epoch (in this fit) of the best value; None before one."""
-        return self.watch.best_epoch
 
     def before_fit(self, learn: LearnerLike) -> None:
         """Start watching afresh."""

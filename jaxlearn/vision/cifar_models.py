@@ -161,19 +161,23 @@ class ConvBnNet(nn.Module):
     Args:
         layers: the channels, the first conv's 10 first.
         n_classes: the outputs of the last linear layer.
+        deep: a stride-1 :class:`BnLayer` after each stride-2 one (:class:`ConvBnNet2`).
     """
     layers: Sequence[int] = (10, 20, 40, 80, 160)
     n_classes: int = 10
+    deep: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         x = nn.Conv(self.layers[0], (5, 5), padding=((2, 2), (2, 2)))(x)
         for features in self.layers[1:]:
             x = BnLayer(features)(x, train)
+            if self.deep:
+                x = BnLayer(features, stride=1)(x, train)
         return nn.Dense(self.n_classes)(_global_max_pool(x))
 
 
-class ConvBnNet2(nn.Module):
+class ConvBnNet2(ConvBnNet):
     """Lesson 7's deep BatchNorm net ``ConvBnNet2([10, 20, 40, 80, 160], 10)``: :class:`ConvBnNet` with a stride-1
     :class:`BnLayer` after each stride-2 one (the two lists zipped: 9 conv layers); 462,570 parameters, ~65%
     accuracy: deeper, no gain.
@@ -181,17 +185,9 @@ class ConvBnNet2(nn.Module):
     Args:
         layers: the channels, the first conv's 10 first.
         n_classes: the outputs of the last linear layer.
+        deep: True here.
     """
-    layers: Sequence[int] = (10, 20, 40, 80, 160)
-    n_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        x = nn.Conv(self.layers[0], (5, 5), padding=((2, 2), (2, 2)))(x)
-        for features in self.layers[1:]:
-            x = BnLayer(features)(x, train)
-            x = BnLayer(features, stride=1)(x, train)
-        return nn.Dense(self.n_classes)(_global_max_pool(x))
+    deep: bool = True
 
 
 class Resnet2(nn.Module):
