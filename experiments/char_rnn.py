@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from jaxlearn.callbacks import MetricsCB, ParamSchedulerCB, ProgressCB
 from jaxlearn.data import ArrayDataset, DataLoaders
 from jaxlearn.learner import Learner
 from jaxlearn.losses import cross_entropy
+from jaxlearn.nn.torch_init import torch_reinit
 from jaxlearn.optim import schedules
 
 import runs
@@ -61,14 +64,17 @@ torch_adam = partial(optim.adam, b2=0.999, eps=1e-8, eps_in_sqrt=False)
 
 @dataclass(frozen=True)
 class Phase:
-    """One ``learn.fit``: ``epochs`` under a learning-rate schedule.
+    """One ``learn.fit``: ``epochs`` under a learning-rate schedule, at the rung's lr or the phase's own
+    (``lr``: the notebooks' ``set_lrs(opt, 1e-4)`` between two fits; the optimizer's state carries on).
 
-    ``'constant'``: the rung's lr throughout. ``'drop'``: the lesson-6 notebooks' manual drop, lr for all but
-    the last epoch, lr/10 for the last. ``'sgdr'``: cosine annealing per batch with restarts, cycles of
-    1, 2, 4, … epochs (``CosAnneal(cycle_mult=2)``, so 1+2+4 = 7 and 1+2+4+8 = 15 epochs end on a cycle).
+    ``'constant'``: the lr throughout. ``'drop'``: a manual drop within one phase, lr for all but the last
+    epoch, lr/10 for the last. ``'sgdr'``: cosine annealing per batch with restarts, cycles of 1, 2, 4, …
+    epochs (``CosAnneal(cycle_mult=2)``, so 1+2+4 = 7 and 1+2+4+8 = 15 epochs end on a cycle).
+    ``'cos_anneal'``: the same as fastai 0.7's ``CosAnneal`` runs it, lr/100 for the first 1/20 of an epoch.
     """
     epochs: int
     schedule: str
+    lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,10 @@ class Rung:
     lesson_note: str
     weight_decay: float = WEIGHT_DECAY  # decoupled, AdamW's
     vocab: str = "lesson6"  # text.nietzsche_loaders(vocab=...): lesson 6's 85 characters or lesson 7's 56
+    split: str = "end"  # text.nietzsche_loaders(split=...): the last 20% of the text, or lesson 6's random 20%
+    l2: float = 0.0  # coupled L2 in the gradient: torch Adam's weight_decay, the notebooks' LayerOptimizer's
+    notebook_loss: float | None = None  # what the notebook printed for this recipe, where it differs
+    torch_init: bool = False  # parameters drawn as PyTorch's defaults draw them (nn.torch_init), as the notebook's
 
 
 def stateful(cell: str, n_hidden: int = 256, n_layers: int = 1, dropout: float = 0.0, unroll: int = 1
@@ -111,8 +121,9 @@ LSTM_DEFAULT = Rung("lstm", "LSTM (stateful, 2 × 384, dropout 0.5, bptt 16, wd 
                     "1.31 → 1.25 (2 × 512, dropout 0.5, 2+15+63 epochs)", weight_decay=0.1, vocab="lesson7")
 LSTM_FULL = Rung("lstm", "LSTM (stateful, 2 × 512, dropout 0.5, SGDR)", "stateful", 8, 64,
                  stateful("lstm", 512, 2, 0.5, unroll=8), 1e-2,
-                 (Phase(2, "constant"), Phase(15, "sgdr"), Phase(63, "sgdr")), 1.25,
-                 "1.31 → 1.25 (the notebook: fit 2, then CosAnneal 15 and 63 epochs)", vocab="lesson7")
+                 (Phase(2, "constant"), Phase(15, "cos_anneal"), Phase(63, "cos_anneal")), 1.25,
+                 "1.31 → 1.25 (fit 2, then CosAnneal 15 and 63 epochs)", weight_decay=0.0, vocab="lesson7",
+                 l2=1e-5, notebook_loss=1.2524)
 
 LADDER: tuple[Rung, ...] = (
     Rung("char3", "Char3Model (3 chars → 4th)", "windows", 3, 512,
@@ -135,6 +146,45 @@ LADDER: tuple[Rung, ...] = (
     LSTM_DEFAULT,
 )
 NAMES = tuple(r.name for r in LADDER)
+
+# --protocol lesson: each rung as its notebook trains it (fast.ai 2018 lesson6-rnn.ipynb): the same model, torch
+# Adam at the notebook's lr, `fit` then `set_lrs` then `fit` again (Phase.lr), no weight decay but the LSTM's L2;
+# lesson 6's rungs validated on a random 20% of their examples drawn from the whole text (get_cv_idxs), lesson
+# 7's on the last 20%. The lesson's figure is the lecture's; notebook_loss what the notebook printed, where
+# the two differ (its CharRnn and stateful RNN printed only their first fit).
+LESSON_LADDER: tuple[Rung, ...] = (
+    Rung("char3", "Char3Model (3 chars → 4th)", "windows", 3, 512, lambda v: text.Char3Model(v), 1e-2,
+         (Phase(1, "constant"), Phase(1, "constant", 1e-3)), None,
+         "no number (the notebook validated on one example)", weight_decay=0.0, split="random", torch_init=True),
+    Rung("loop_add", "CharLoopModel, input added to h", "overlapping", 8, 512, lambda v: text.CharLoopModel(v), 1e-2,
+         (Phase(1, "constant"), Phase(1, "constant", 1e-3)), 1.72, "1.72", weight_decay=0.0, split="random",
+         torch_init=True,
+         notebook_loss=1.75103),
+    Rung("loop_concat", "CharLoopModel, input concatenated", "overlapping", 8, 512,
+         lambda v: text.CharLoopModel(v, concat=True), 1e-3, (Phase(1, "constant"), Phase(1, "constant", 1e-4)),
+         1.66, "1.66", weight_decay=0.0, split="random", torch_init=True, notebook_loss=1.69936),
+    Rung("rnn", "CharRnn (flax nn.RNN, last output)", "overlapping", 8, 512, lambda v: text.CharRnn(v), 1e-3,
+         (Phase(4, "constant"), Phase(2, "constant", 1e-4)), 1.5, "≈1.5", weight_decay=0.0, split="random",
+         torch_init=True,
+         notebook_loss=1.54942),
+    Rung("seq_rnn", "CharSeqRnn (output at every step)", "sequences", 8, 512, lambda v: text.CharSeqRnn(v), 1e-3,
+         (Phase(4, "constant"), Phase(1, "constant", 1e-4)), None, "no number", weight_decay=0.0, split="random",
+         torch_init=True,
+         notebook_loss=2.01564),
+    Rung("seq_rnn_identity", "CharSeqRnn, identity init, lr 1e-2", "sequences", 8, 512,
+         lambda v: text.CharSeqRnn(v, identity_init=True), 1e-2, (Phase(4, "constant"), Phase(4, "constant", 1e-3)),
+         1.50, "1.61 → 1.51 → 1.50 (ASR'd '0.61 → 0.51 → 0.50')", weight_decay=0.0, split="random",
+         torch_init=True,
+         notebook_loss=1.83801),
+    Rung("stateful_rnn", "stateful RNN (BPTT 8, 64 streams)", "stateful", 8, 64, stateful("rnn", unroll=8), 1e-3,
+         (Phase(4, "constant"), Phase(1, "constant", 1e-4)), 1.54, "1.54", weight_decay=0.0, vocab="lesson7",
+         notebook_loss=1.54505, torch_init=True),
+    Rung("gru", "GRU (stateful)", "stateful", 8, 64, stateful("gru", unroll=8), 1e-3,
+         (Phase(6, "constant"), Phase(3, "constant", 1e-4)), 1.36, "1.40 → 1.36", weight_decay=0.0,
+         vocab="lesson7", notebook_loss=1.36969, torch_init=True),
+    LSTM_FULL,
+)
+PROTOCOLS = ("held-out", "lesson")
 # --quick: one rung per kind of data (windows, sequences, stateful with its diagnostics); a rung costs ~10 s of
 # compiling on a 2-core CPU, so all nine took over two minutes
 QUICK_MODELS = ["char3", "seq_rnn", "stateful_rnn"]
@@ -149,14 +199,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "lr": "learning rate of every model (default: each model's lesson lr, 1e-3 or 1e-2)"},
         quick={"epochs": 1, "train_batches": 24, "valid_batches": 8, "models": QUICK_MODELS})
     parser.add_argument("--models", nargs="+", choices=NAMES, default=list(NAMES), help="the rungs to train")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="held-out",
+                        help="'held-out': every rung validated on the last 20%% of the text, with this ladder's "
+                             "schedules; 'lesson': each rung as its notebook trains it (LESSON_LADDER: lesson 6's "
+                             "random 20%% of the examples, the notebook's epochs and set_lrs, the full LSTM), written "
+                             "to <out>/lesson, whose results.json gathers the rungs of every such run")
     parser.add_argument("--full", action="store_true",
-                        help="the lesson's LSTM: 2 layers of 512, dropout 0.5, fit 2 + SGDR 15 + SGDR 63 epochs "
-                             "(hours on a CPU: for a GPU)")
+                        help="the lesson's LSTM (as --protocol lesson trains it): 2 layers of 512, dropout 0.5, "
+                             "Adam 1e-2 with L2 1e-5, fit 2 + CosAnneal 15 + CosAnneal 63 epochs (~80 min on a "
+                             "2-core CPU)")
     parser.add_argument("--train-batches", type=runs.positive_int, default=None,
                         help="train on the first N batches (quick)")
     parser.add_argument("--valid-batches", type=runs.positive_int, default=None,
                         help="validate on the first N batches (quick)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.full:  # the lesson's LSTM is the lesson protocol's LSTM rung
+        args.protocol = "lesson"
+    if args.protocol == "lesson":
+        args.out = args.out / "lesson"
+        args.keep_results = True
+    return args
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -171,7 +233,8 @@ def first_batches(ds: ArrayDataset, n_batches: int | None) -> ArrayDataset:
 
 
 def loaders(rung: Rung, args: argparse.Namespace) -> DataLoaders:
-    dls = text.nietzsche_loaders(rung.kind, rung.batch_size, rung.bptt, seed=args.seed, vocab=rung.vocab)
+    dls = text.nietzsche_loaders(rung.kind, rung.batch_size, rung.bptt, seed=args.seed, vocab=rung.vocab,
+                                 split=rung.split)
     return DataLoaders(first_batches(dls.train, args.train_batches), first_batches(dls.valid, args.valid_batches),
                        dls.info)
 
@@ -180,12 +243,18 @@ def loaders(rung: Rung, args: argparse.Namespace) -> DataLoaders:
 
 def lr_schedule(phase: Phase, lr: float, steps_per_epoch: int) -> Callable[[int], optax.Schedule]:
     """``total_steps -> schedule(step)`` for ``ParamSchedulerCB``."""
-    if phase.schedule == "sgdr":
-        return lambda total: schedules.sgdr(lr, steps_per_epoch, cycle_len=1, cycle_mult=2)
+    if phase.schedule in ("sgdr", "cos_anneal"):
+        warmup = math.ceil(steps_per_epoch / 20) if phase.schedule == "cos_anneal" else 0  # iteration < nb/20
+        return lambda total: schedules.sgdr(lr, steps_per_epoch, cycle_len=1, cycle_mult=2, warmup_steps=warmup)
     if phase.schedule == "drop":
         return lambda total: optax.piecewise_constant_schedule(
             lr, {total - steps_per_epoch: 0.1} if total > steps_per_epoch else {})
     return lambda total: optax.constant_schedule(lr)
+
+
+def adam_l2(learning_rate: optax.ScalarOrSchedule, l2: float, weight_decay: float) -> optax.GradientTransformation:
+    """PyTorch's Adam with its ``weight_decay`` (L2 added to the gradient) and a decoupled one."""
+    return optax.chain(optim.add_l2(l2), torch_adam(learning_rate, weight_decay=weight_decay))
 
 
 def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learner, dict]:
@@ -193,10 +262,14 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
     lr = args.lr or rung.lr
     phases = (Phase(args.epochs, rung.phases[-1].schedule),) if args.epochs else rung.phases
     model = rung.model(len(dls.info["vocab"]))
+    optimizer = (partial(adam_l2, l2=rung.l2, weight_decay=rung.weight_decay) if rung.l2
+                 else partial(torch_adam, weight_decay=rung.weight_decay))
     # Every step of an epoch in one compiled call: an RNN step is tiny, so the per-call overhead dominates.
-    learn = Learner(model, dls, loss_fn=cross_entropy,
-                    optimizer=partial(torch_adam, weight_decay=rung.weight_decay), lr=lr,
+    learn = Learner(model, dls, loss_fn=cross_entropy, optimizer=optimizer, lr=lr,
                     metrics=[metrics.accuracy], seed=args.seed, steps_per_call=dls.train.n_batches)
+    if rung.torch_init:  # the cells live under the models' "rnn" scope
+        learn.state = learn.state.replace(params=torch_reinit(learn.state.params, jax.random.key(args.seed),
+                                                              recurrent=lambda path: path[:1] == ("rnn",)))
     health = runs.diagnose(learn, args, rung.name)
     init_loss = learn.evaluate()["loss"]
     history: list[dict] = []
@@ -205,7 +278,7 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
         metrics_cb = MetricsCB(show=False)
         learn.fit(phase.epochs, callbacks=[
             metrics_cb, ProgressCB(),
-            ParamSchedulerCB("learning_rate", lr_schedule(phase, lr, dls.train.n_batches))])
+            ParamSchedulerCB("learning_rate", lr_schedule(phase, phase.lr or lr, dls.train.n_batches))])
         runs.check_history(metrics_cb.history, at=f"model {rung.name}", hint=runs.lower_lr_hint(lr))
         history += [{**row, "epoch": len(history) + i} for i, row in enumerate(metrics_cb.history)]
     seconds = time.perf_counter() - t0
@@ -213,12 +286,15 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
     epochs = sum(p.epochs for p in phases)
     print(f"{rung.title:48s} valid loss {valid['loss']:.4f} (lesson {rung.lesson_note}), accuracy "
           f"{valid['accuracy']:.3f}, {epochs} epochs, {seconds:.0f} s", flush=True)
-    row = {"model": rung.title, "name": rung.name, "valid_loss": valid["loss"], "lesson_loss": rung.lesson_loss,
+    row = {"model": rung.title, "name": rung.name, "protocol": args.protocol, "split": rung.split,
+           "valid_loss": valid["loss"], "lesson_loss": rung.lesson_loss, "notebook_loss": rung.notebook_loss,
            "epochs": epochs, "seconds": round(seconds, 1), "lesson_note": rung.lesson_note,
            "valid_accuracy": valid["accuracy"], "init_valid_loss": init_loss, "lr": lr,
-           "weight_decay": rung.weight_decay, "bptt": rung.bptt, "vocab": rung.vocab,
+           "weight_decay": rung.weight_decay, "l2": rung.l2, "bptt": rung.bptt, "vocab": rung.vocab,
+           "init": "torch" if rung.torch_init else "flax",
            "vocab_size": len(dls.info["vocab"]),
-           "schedule": " + ".join(f"{p.epochs} {p.schedule}" for p in phases), "batch_size": rung.batch_size,
+           "schedule": " + ".join(f"{p.epochs} {p.schedule}" + (f" @{p.lr:g}" if p.lr else "") for p in phases),
+           "batch_size": rung.batch_size,
            "n_train": len(dls.train), "params": sum(a.size for a in jax.tree.leaves(learn.state.params)),
            "history": history,
            **({"health": health} if health else {})}
@@ -280,10 +356,14 @@ def write_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]]
                  args: argparse.Namespace, total_seconds: float) -> None:
     command = "python experiments/char_rnn.py" + (" --docs" if args.docs else f" --out {args.out}") + \
         (" --quick" if args.quick else f" --epochs {args.epochs}" if args.epochs else "") + \
-        (" --full" if args.full else "") + \
+        (" --full" if args.full else " --protocol lesson" if args.protocol == "lesson" else "") + \
         (f" --models {' '.join(args.models)}" if list(args.models) != list(NAMES) else "")
+    if args.protocol == "lesson":
+        return write_lesson_readme(out, rows, samples, command, total_seconds)
     lines = [
         "# Character models of Nietzsche — fast.ai 2018 lessons 6–7 in jaxlearn",
+        "",
+        "The lesson's figure, its protocol and this held-out ladder side by side: [side_by_side.md](side_by_side.md).",
         "",
         f"Written by `{command}` in {total_seconds / 60:.1f} min on {jax.devices()[0].device_kind} "
         f"({jax.default_backend()}). Every model trains on `jaxlearn.learner.Learner` with PyTorch's Adam, "
@@ -309,10 +389,11 @@ def write_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]]
         "the default LSTM is two layers of 384 (dropout 0.5 between them) on windows of 16 characters, with "
         "decoupled weight decay 0.1, for 15 SGDR epochs (the configurations tried are listed above "
         "`LSTM_DEFAULT` in `experiments/char_rnn.py`). The lesson's LSTM (2 × 512, "
-        "dropout 0.5, Adam lr 1e-2 wd 1e-5, fit 2 + SGDR 15 + SGDR 63 epochs) is "
-        "`python experiments/char_rnn.py --models lstm --full`, for a GPU. The lesson-6 rungs are validated on "
-        "the last 20% of the text like lesson 7's; lesson 6's notebook drew its validation windows at random "
-        "from the whole text (`get_cv_idxs`), next to overlapping training windows, an easier test.",
+        "dropout 0.5, Adam lr 1e-2 with L2 1e-5, fit 2 + CosAnneal 15 + CosAnneal 63 epochs) is "
+        "`python experiments/char_rnn.py --models lstm --full` ([lesson/](lesson/README.md)). The lesson-6 rungs "
+        "are validated on the last 20% of the text like lesson 7's; lesson 6's notebook drew its validation "
+        "windows at random from the whole text (`get_cv_idxs`), next to overlapping training windows, an easier "
+        "test: `--protocol lesson` trains every rung that way.",
         "",
         "## Samples",
         "",
@@ -348,12 +429,102 @@ def write_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
+def gathered(out: Path, args: argparse.Namespace) -> tuple[list[dict], dict, dict]:
+    """The rows, samples and diagnostics of earlier runs in ``out`` that this run adds to (``--protocol
+    lesson``, whose rungs may be run one at a time: the full LSTM alone takes over an hour); nothing otherwise."""
+    if not args.keep_results or not (out / "results.json").is_file():
+        return [], {}, {}
+    rows = [r for r in json.loads((out / "results.json").read_text()) if r.get("protocol") == args.protocol]
+    extra = [json.loads((out / f).read_text()) if (out / f).is_file() else {}
+             for f in ("samples.json", "diagnostics.json")]
+    return rows, *extra
+
+
+def merged(earlier: list[dict], rows: list[dict]) -> list[dict]:
+    """``earlier`` with the rungs of ``rows`` replaced or added, in the ladder's order."""
+    by_name = {r["name"]: r for r in earlier} | {r["name"]: r for r in rows}
+    return [by_name[n] for n in NAMES if n in by_name]
+
+
+def side_by_side(held_out_dir: Path) -> str | None:
+    """The table of docs/char_rnn/side_by_side.md: every rung's lesson figure, its loss under the lesson's protocol
+    and held out, once both protocols have results in ``held_out_dir`` (and its ``lesson`` folder)."""
+    paths = held_out_dir / "results.json", held_out_dir / "lesson" / "results.json"
+    if not all(p.is_file() for p in paths):
+        return None
+    held_out, lesson = ({r["name"]: r for r in json.loads(p.read_text())} for p in paths)
+    lines = ["| rung | lesson | the notebook printed | lesson protocol | held out (this ladder) |",
+             "|---|---|---|---|---|"]
+    for name in NAMES:
+        h, l_ = held_out.get(name), lesson.get(name)
+        if h is None and l_ is None:
+            continue
+        first = l_ or h
+        printed = fmt(first.get("notebook_loss")) if l_ else ""
+        protocol = f"{l_['valid_loss']:.4f} ({l_['schedule']}, {l_['split']} split)" if l_ else "not run"
+        held = f"{h['valid_loss']:.4f} ({h['schedule']})" if h else "not run"
+        lines.append(f"| {first['model']} | {first['lesson_note']} | {printed} | {protocol} | {held} |")
+    return "\n".join(lines)
+
+
+def write_side_by_side(out: Path, args: argparse.Namespace) -> None:
+    held_out_dir = out.parent if args.protocol == "lesson" else out
+    table = side_by_side(held_out_dir)
+    if table is not None:
+        (held_out_dir / "side_by_side.md").write_text("\n".join([
+            "# Every rung: the lesson's figure, the lesson's protocol, held out", "",
+            "Validation loss (mean per-character cross-entropy, nats). *Lesson protocol*: `--protocol lesson`, "
+            "each rung trained as its notebook trains it (`LESSON_LADDER` in `experiments/char_rnn.py`; results "
+            "in [lesson/](lesson/README.md)); lesson 6's rungs validated on a random 20% of their examples drawn "
+            "from the whole text (`get_cv_idxs`), lesson 7's on the last 20%. *Held out*: the default ladder "
+            "([README](README.md)), every rung validated on the last 20% of the text. *The notebook printed*: "
+            "the loss lesson6-rnn.ipynb shows for the recipe, where the lecture's figure differs.", "",
+            table, ""]), encoding="utf-8")
+
+
+def write_lesson_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]], command: str,
+                        total_seconds: float) -> None:
+    lines = [
+        "# Character models of Nietzsche under the lessons' own protocol",
+        "",
+        f"Each rung as lesson6-rnn.ipynb trains it (`LESSON_LADDER` in `experiments/char_rnn.py`), gathered from "
+        f"runs of `python experiments/char_rnn.py --protocol lesson [--models ...]` (the last: `{command}`, "
+        f"{total_seconds / 60:.1f} min on {jax.devices()[0].device_kind}). Torch's Adam at the notebook's lr, "
+        f"`fit`, `set_lrs`, `fit` again (the schedule column: epochs, schedule @ the phase's lr), no weight decay "
+        f"but the LSTM's L2 1e-5 (`LayerOptimizer(Adam, m, 1e-2, 1e-5)`); the LSTM's CosAnneal holds lr/100 for "
+        f"the first 1/20 of each fit's first cycle, as fastai 0.7's. Split: *random* = lesson 6's "
+        f"`get_cv_idxs`, 20% of the examples at random (seed 42) drawn from the whole text, so the CharLoopModel's "
+        f"overlapping validation windows share 7 of their 8 characters with training windows; *end* = lesson 7's "
+        f"last 20% of the text. Left as they are: torchtext's random bptt (the notebook's windows vary around 8; "
+        f"here every window is 8) and the hidden state the notebook carried from training into validation (here "
+        f"it restarts at zero every epoch). The same ladder held out: [../README.md](../README.md); side by side: "
+        f"[../side_by_side.md](../side_by_side.md).",
+        "",
+        "| model | valid loss | lesson | the notebook printed | split | accuracy | epochs (schedule) | vocab | lr "
+        "| L2 | params | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {fmt(r['valid_loss'])} | {r['lesson_note']} | {fmt(r.get('notebook_loss'))} "
+                     f"| {r['split']} | {r['valid_accuracy']:.3f} | {r['epochs']} ({r['schedule']}) "
+                     f"| {r['vocab_size']} | {r['lr']:g} | {r['l2']:g} | {r['params']:,} | {r['seconds']:.0f} |")
+    lines += ["", "## Samples", "",
+              f"{SAMPLE_CHARS} characters after `{PREFIX}`, temperature {TEMPERATURE} unless said.", ""]
+    for r in rows:
+        for t, s in samples.get(r["name"], {}).items():
+            prefix = PREFIX.lower() if r["vocab"] == "lesson7" else PREFIX
+            lines += [f"**{r['model']}**, temperature {t}:", "", "```", prefix + s, "```", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
 @runs.exit_on_run_error
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     out = runs.prepare_run(args)
-    ladder = [LSTM_FULL if (r.name == "lstm" and args.full) else r for r in LADDER if r.name in args.models]
-    rows, samples, diagnostics = [], {}, {}
+    source = LESSON_LADDER if args.protocol == "lesson" else LADDER
+    ladder = [r for r in source if r.name in args.models]
+    earlier_rows, samples, diagnostics = gathered(out, args)
+    rows: list[dict] = []
     t0 = time.perf_counter()
     for rung in ladder:
         dls = loaders(rung, args)
@@ -365,13 +536,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             diagnostics[DIAGNOSED[rung.name]] = {
                 when: text.carried_diagnostics(learn.model, params, dls.valid, DIAG_BATCHES, DIAG_WARMUP)
                 for when, params in (("trained", learn.state.params), ("init", init_params))}
-        runs.write_json(out / "results.json", rows)  # after every rung: a long run shows its progress
+        # after every rung: a long run shows its progress
+        runs.write_json(out / "results.json", merged(earlier_rows, rows))
     total = time.perf_counter() - t0
+    all_rows = merged(earlier_rows, rows)
     runs.write_json(out / "samples.json", samples)
     runs.write_json(out / "diagnostics.json", diagnostics)
     if diagnostics:
         plot_diagnostics(diagnostics, out)
-    write_readme(out, rows, samples, diagnostics, args, total)
+    write_readme(out, all_rows, samples, diagnostics, args, total)
+    write_side_by_side(out, args)
     print(f"ladder done in {total / 60:.1f} min; results in {out}")
     return rows
 

@@ -91,3 +91,31 @@ def test_learner_carries_the_state_from_batch_to_batch(cell):
     learn.fit(1, valid=False)  # real training: the epoch starts from a reset carry and ends with a carried one
     assert all(np.abs(leaf).max() > 0.01 for leaf in jax.tree.leaves(learn.state.model_state[CARRY]["h"]))
     assert np.isfinite(learn.evaluate()["loss"])
+
+
+def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("experiment_char_rnn", ROOT / "experiments" / "char_rnn.py")
+    char_rnn = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = char_rnn  # dataclasses look their module up there
+    spec.loader.exec_module(char_rnn)
+    assert char_rnn.parse_args(["--full", "--out", str(tmp_path)]).protocol == "lesson"
+    # a row of the default ladder, held out
+    (tmp_path / "results.json").write_text(json.dumps([{"name": "char3", "model": "Char3Model", "valid_loss": 1.9,
+                                                        "schedule": "4 drop", "lesson_note": "no number"}]))
+    # and a row of an earlier --protocol lesson run, which this one adds to
+    earlier = {"name": "seq_rnn", "model": "CharSeqRnn", "protocol": "lesson", "valid_loss": 2.0, "split": "random",
+               "schedule": "4 constant + 1 constant @0.0001", "lesson_note": "no number", "notebook_loss": 2.01564,
+               "valid_accuracy": 0.4, "epochs": 5, "vocab_size": 85, "vocab": "lesson6", "lr": 1e-3, "l2": 0.0,
+               "params": 100, "seconds": 1.0}
+    (tmp_path / "lesson").mkdir()
+    (tmp_path / "lesson" / "results.json").write_text(json.dumps([earlier]))
+    char_rnn.main(["--protocol", "lesson", "--quick", "--no-progress", "--out", str(tmp_path), "--models", "char3",
+                   "--train-batches", "4", "--valid-batches", "2"])
+    rows = strict_json(tmp_path / "lesson" / "results.json")
+    assert [r["name"] for r in rows] == ["char3", "seq_rnn"] and rows[1] == earlier  # in the ladder's order
+    assert rows[0]["protocol"] == "lesson" and rows[0]["split"] == "random" and rows[0]["init"] == "torch"
+    table = (tmp_path / "side_by_side.md").read_text()
+    assert "| Char3Model (3 chars → 4th) |" in table and "| 1.9000 (4 drop) |" in table
+    assert ("| CharSeqRnn | no number | 2.0156 | 2.0000 (4 constant + 1 constant @0.0001, random split) | not run |"
+            in table)

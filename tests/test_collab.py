@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlearn.collab import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel, emb_size, sigmoid_range
+from jaxlearn.collab import (EmbeddingDot, EmbeddingDotBias, EmbeddingNet, TabularModel, emb_size, mean_init,
+                             sigmoid_range)
 
 N_USERS, N_ITEMS = 60, 40
 CARDINALITIES = (N_USERS, N_ITEMS, 3)  # [user, item, a 3-valued category]
@@ -181,3 +182,13 @@ def test_tabular_model_learns_a_low_rank_matrix():
                          y_range=(1.0, 5.0))
     before, after = train_mse(model, pair, jnp.asarray(y), lr=0.01)
     assert after < 0.25 * before and after < 0.3, (before, after)
+
+
+def test_mean_init_starts_every_prediction_near_the_mean():
+    x = jnp.stack([jnp.arange(200) % 30, jnp.arange(200) % 70], axis=1)
+    lesson = EmbeddingDot(30, 70, 50)
+    started = EmbeddingDot(30, 70, 50, init_bounds=mean_init(3.5, 50))
+    at_init = [m.apply(m.init(jax.random.key(0), x), x) for m in (lesson, started)]
+    assert float(at_init[0].max()) < 0.1  # the lesson's U(0, 0.05): every rating predicted ≈0.03
+    np.testing.assert_allclose(float(at_init[1].mean()), 3.5 + 50 * 0.05 ** 2 / 3, rtol=0.02)  # E[u_k m_k] = c² + 0
+    assert float(at_init[1].std()) < 0.3

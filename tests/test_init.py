@@ -219,3 +219,25 @@ def test_lsuv_needs_activation_modules():
     v = model.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="pairs="):
         init.lsuv(model, v, x)
+
+
+def test_torch_reinit_draws_as_pytorchs_defaults():
+    from jaxlearn.nn.torch_init import torch_reinit
+    from jaxlearn.text import CharSeqRnn
+
+    model = CharSeqRnn(60, n_fac=42, n_hidden=256, identity_init=True)
+    params = model.init(jax.random.key(0), jnp.zeros((2, 8), jnp.int32))["params"]
+    new = torch_reinit(params, jax.random.key(1), recurrent=lambda path: path[:1] == ("rnn",))
+    chex.assert_trees_all_equal_shapes_and_dtypes(new, params)
+    # nn.Embedding: N(0, 1)
+    assert abs(float(jnp.std(new["e"]["embedding"])) - 1.0) < 0.05
+    # nn.Linear(256, 60): weight and bias U(±1/16); uniform's std = bound/√3
+    for leaf in (new["l_out"]["kernel"], new["l_out"]["bias"]):
+        assert float(jnp.abs(leaf).max()) <= 1 / 16 and float(jnp.abs(leaf).max()) > 0.9 / 16
+    assert abs(float(jnp.std(new["l_out"]["kernel"])) - 1 / 16 / math.sqrt(3)) < 0.002
+    # nn.RNN(42, 256): every weight and bias U(±1/√256), the input kernel's fan-in (42) notwithstanding
+    cell = new["rnn"]["cell"]
+    assert 0.9 / 16 < float(jnp.abs(cell["i"]["kernel"]).max()) <= 1 / 16
+    assert 0.9 / 16 < float(jnp.abs(cell["i"]["bias"]).max()) <= 1 / 16
+    # the lesson copies eye() in after PyTorch's init: an identity recurrent matrix stays
+    np.testing.assert_array_equal(cell["h"]["kernel"], np.eye(256))

@@ -69,6 +69,15 @@ def test_sgdr_restarts_and_span():
     np.testing.assert_array_equal(lr[7 * spe:], 0.0)  # finished after 7 epochs
 
 
+def test_sgdr_warmup_holds_lr_over_100_then_joins_the_cosine():
+    # fastai 0.7 CosAnneal: init_lrs / 100 while iteration < nb / 20, the cycle's clock counting on.
+    spe, base_lr = 40, 0.1
+    plain = _values(schedules.sgdr(base_lr, spe, 1, 2))
+    warm = _values(schedules.sgdr(base_lr, spe, 1, 2, warmup_steps=spe // 20))
+    np.testing.assert_allclose(warm[:2], base_lr / 100, rtol=1e-6)
+    np.testing.assert_allclose(warm[2:], plain[2:], rtol=1e-6)
+
+
 def test_sgdr_matches_optax():
     spe, base_lr = 10, 0.1
     theirs = optax.sgdr_schedule([

@@ -167,6 +167,30 @@ def test_loaders(text_path, kind, shape):
     assert dls.valid.batch_size == (64 if stateful else 128) and not dls.valid.shuffle
 
 
+def test_random_split_is_get_cv_idxs():
+    # fastai 0.7: np.random.seed(42); idxs = np.random.permutation(n); idxs[:int(0.2 * n)]
+    np.random.seed(42)
+    theirs = np.random.permutation(1000)[:200]
+    train, valid = T.random_split(1000)
+    np.testing.assert_array_equal(valid, theirs)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, valid])), np.arange(1000))
+
+
+def test_lesson6_random_split_draws_validation_windows_from_the_whole_text(text_path, vocab_ids):
+    vocab, ids = vocab_ids
+    dls = T.nietzsche_loaders("overlapping", 512, 8, path=text_path, split="random")
+    x, y = T.char_windows(ids, 8, step=1)
+    train, valid = T.random_split(len(x))
+    np.testing.assert_array_equal(dls.valid.x, x[valid])
+    np.testing.assert_array_equal(dls.train.y, y[train])
+    assert len(dls.info["vocab"]) == 85
+    assert valid.max() > 0.9 * len(x) and valid.min() < 0.1 * len(x)  # not the end of the text: anywhere
+    with pytest.raises(ValueError, match="cannot keep the streams of kind 'stateful'"):
+        T.nietzsche_loaders("stateful", path=text_path, split="random")
+    with pytest.raises(ValueError, match="unknown split 'start'"):
+        T.nietzsche_loaders("overlapping", path=text_path, split="start")
+
+
 def test_loaders_reject_unknown_kind():
     with pytest.raises(ValueError, match="unknown kind 'lstm'"):
         T.nietzsche_loaders("lstm")

@@ -25,8 +25,8 @@ from jaxlearn.nn.init import kaiming_normal
 from jaxlearn.nn.layers import Dropout
 from jaxlearn.nn.norms import BatchNorm
 
-__all__ = ["sigmoid_range", "uniform_between", "emb_size", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet",
-           "TabularModel"]
+__all__ = ["sigmoid_range", "uniform_between", "mean_init", "emb_size", "EmbeddingDot", "EmbeddingDotBias",
+           "EmbeddingNet", "TabularModel"]
 
 
 def sigmoid_range(x: jax.Array, lo: float, hi: float) -> jax.Array:
@@ -42,6 +42,15 @@ def uniform_between(lo: float, hi: float) -> nn.initializers.Initializer:
     return init
 
 
+def mean_init(mean: float, n_factors: int = 50, spread: float = 0.05) -> tuple[float, float]:
+    """``EmbeddingDot(init_bounds=...)`` that start every prediction near ``mean``: factors U(c ± spread) with
+    ``c = √(mean / n_factors)``, so ``u·m ≈ n_factors·c² = mean``. With the lesson's U(0, 0.05) an untrained
+    user or movie predicts ≈0.03, and a movie rated only in validation keeps that: a squared error of ~12 on
+    each such rating of a 0.5–5 star scale."""
+    c = (mean / n_factors) ** 0.5
+    return c - spread, c + spread
+
+
 def emb_size(cardinality: int) -> int:
     """The lesson-4 notebook's embedding width for a column of ``cardinality`` levels:
     ``min(50, (cardinality + 1) // 2)``."""
@@ -51,16 +60,18 @@ def emb_size(cardinality: int) -> int:
 class EmbeddingDot(nn.Module):
     """Lesson 5's ``EmbeddingDot``: ``r̂ = u·m``, a user's factors dotted with a movie's.
 
-    Factors are initialized U(0, 0.05) as in the lesson (small, so the dot products start small).
-    ``n_users`` and ``n_items`` rows of ``n_factors`` factors each.
+    Factors are initialized U(0, 0.05) as in the lesson (small, so the dot products start small, near 0 rather
+    than near the ratings' mean). ``n_users`` and ``n_items`` rows of ``n_factors`` factors each; ``init_bounds``: the
+    factors start U(lo, hi) for ``init_bounds = (lo, hi)``: :func:`mean_init` starts every dot product near a mean.
     """
     n_users: int
     n_items: int
     n_factors: int = 50
+    init_bounds: tuple[float, float] = (0.0, 0.05)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        init = uniform_between(0.0, 0.05)
+        init = uniform_between(*self.init_bounds)
         u = nn.Embed(self.n_users, self.n_factors, embedding_init=init, name="user_factors")(x[:, 0])
         m = nn.Embed(self.n_items, self.n_factors, embedding_init=init, name="item_factors")(x[:, 1])
         return (u * m).sum(-1)
@@ -70,7 +81,7 @@ class EmbeddingDotBias(nn.Module):
     """Lesson 5's ``EmbeddingDotBias``: ``r̂ = σ(u·m + b_u + b_m)·(hi − lo) + lo``.
 
     A bias per user (generous raters) and per movie (generally liked), and the sigmoid range
-    ``y_range = (lo, hi)``. As the notebook's ``get_emb``, every embedding starts U(−0.01, 0.01).
+    ``y_range = (lo, hi)``. As the notebook's ``get_emb``, every embedding starts U(−0.01, 0.01) by default.
 
     Args:
         n_users: users (``dls.info['n_users']``): user indices are 0..n_users−1.
@@ -78,16 +89,19 @@ class EmbeddingDotBias(nn.Module):
         n_factors: the latent factors per user and per item.
         y_range: ``(lo, hi)`` of the predictions; a little beyond the ratings' range (0–5.5 for 0.5–5 stars)
             so the extremes are reachable.
+        init_range: every embedding starts U(−init_range, init_range): 0.01 the notebook's ``get_emb``, 0.05
+            fastai 0.7's ``CollabFilterLearner``.
     """
     n_users: int
     n_items: int
     n_factors: int = 50
     y_range: tuple[float, float] = (0.0, 5.5)
+    init_range: float = 0.01
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         users, items = x[:, 0], x[:, 1]
-        init = uniform_between(-0.01, 0.01)
+        init = uniform_between(-self.init_range, self.init_range)
         u = nn.Embed(self.n_users, self.n_factors, embedding_init=init, name="user_factors")(users)
         m = nn.Embed(self.n_items, self.n_factors, embedding_init=init, name="item_factors")(items)
         b_u = nn.Embed(self.n_users, 1, embedding_init=init, name="user_bias")(users)[:, 0]

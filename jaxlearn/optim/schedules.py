@@ -24,7 +24,7 @@ Relation to optax
   base_lr, warmup_steps = 0, end_value = 0`` and cycle lengths
   ``steps_per_epoch * cycle_len * cycle_mult**k``, but needs no list of cycles
   (``n_cycles=None`` restarts forever). fastai 0.7's ``CosAnneal`` additionally
-  ran the first 1/20 of the first cycle at ``lr/100``; that warmup is left out.
+  ran the first 1/20 of the first cycle at ``lr/100``: ``warmup_steps``.
 * :func:`warmup_cosine` is ``optax.warmup_cosine_decay_schedule(0, peak_lr,
   warmup_steps, total_steps, end_lr)`` and :func:`warmup_linear` the join of two
   ``optax.linear_schedule``.
@@ -111,6 +111,7 @@ def sgdr(
     cycle_len: int = 1,
     cycle_mult: int = 2,
     n_cycles: int | None = None,
+    warmup_steps: int = 0,
 ) -> optax.Schedule:
     r"""SGDR: cosine annealing per batch with warm restarts (fast.ai 2018).
 
@@ -119,7 +120,9 @@ def sgdr(
     down towards 0 and restarts at ``base_lr``. ``cycle_len=1, cycle_mult=2``
     runs cycles of 1, 2, 4, ... epochs (3 cycles = 7 epochs). With ``n_cycles``
     the lr is 0 from the end of the last cycle on; with ``None`` it restarts
-    forever.
+    forever. ``warmup_steps``: the lr is ``base_lr / 100`` for the first
+    ``warmup_steps`` steps (the cosine's clock runs on), as fastai 0.7's
+    ``CosAnneal`` does for its first ``nb / 20`` iterations of a ``fit``.
     """
     first_len = steps_per_epoch * cycle_len
     if first_len <= 0 or cycle_mult < 1:
@@ -144,6 +147,8 @@ def sgdr(
             k = jnp.where(cycle_start(k + 1) <= t, k + 1, k)
         pct = (t - cycle_start(k)) / (first_len * cycle_mult**k)
         lr = base_lr / 2 * (1 + jnp.cos(jnp.pi * pct))
+        if warmup_steps:
+            lr = jnp.where(t < warmup_steps, base_lr / 100, lr)
         if n_cycles is None:
             return lr
         return jnp.where(t < cycle_start(n_cycles), lr, 0.0)

@@ -8,7 +8,7 @@ Learner with the core's cross-entropy and a ``'carry'`` collection for the hidde
 from jaxlearn.text.cells import CELLS, GRUCell, LSTMCell, RNNCell, fusion_fence
 from jaxlearn.text.data import (KINDS, NIETZSCHE_CHARS, NIETZSCHE_ENV, VOCABS, CharVocab, char_sequences,
                                 char_windows, check_nietzsche, load_nietzsche, nietzsche_loaders, nietzsche_splits,
-                                read_text_file, split_ids, stream_batches, text_loaders)
+                                random_split, read_text_file, split_ids, stream_batches, text_loaders)
 from jaxlearn.text.diagnostics import carried_diagnostics, gate_saturation, hidden_grad_norms, next_carry
 from jaxlearn.text.models import (CELL_KINDS, WINDOW, Char3Model, CharLoopModel, CharRnn, CharSeqRnn,
                                   StatefulCharRnn, identity_init)
@@ -16,6 +16,7 @@ from jaxlearn.text.sampling import sample_text
 
 __all__ = ["CELLS", "GRUCell", "LSTMCell", "RNNCell", "fusion_fence", "KINDS", "NIETZSCHE_CHARS", "NIETZSCHE_ENV",
            "VOCABS", "CharVocab", "char_sequences", "char_windows", "check_nietzsche", "load_nietzsche",
-           "nietzsche_loaders", "nietzsche_splits", "read_text_file", "split_ids", "stream_batches", "text_loaders",
+           "nietzsche_loaders", "nietzsche_splits", "random_split", "read_text_file", "split_ids", "stream_batches",
+           "text_loaders",
            "carried_diagnostics", "gate_saturation", "hidden_grad_norms", "next_carry", "CELL_KINDS", "WINDOW",
            "Char3Model", "CharLoopModel", "CharRnn", "CharSeqRnn", "StatefulCharRnn", "identity_init", "sample_text"]

@@ -11,7 +11,8 @@ arrays each of the lessons' character models trains on.
   index 0 reserved for padding: 84 + 1 = **85** tokens (the lesson quotes "85 chars + padding", later 84/85);
   and lesson 7's (:meth:`CharVocab.lesson7`), torchtext's ``Field(lower=True, tokenize=list)`` with
   ``min_freq=3`` built on the training text: 54 lowercase characters + unknown + padding = **56** tokens.
-* :func:`split_ids`: lesson 7's split, train = the first 80% of the characters, validation = the last 20%.
+* :func:`split_ids`: lesson 7's split, train = the first 80% of the characters, validation = the last 20%;
+  :func:`random_split`: lesson 6's, a random 20% of the examples (fastai 0.7's ``get_cv_idxs``).
 * Dataset builders (x → y), one per model of the lessons (:mod:`jaxlearn.text.models`):
 
   * ``char_windows(ids, 3)``: 3 chars (non-overlapping) → the 4th, for ``Char3Model``;
@@ -49,6 +50,10 @@ VALID_PCT = 0.2  # lesson 7: the last 20% of the text is the validation set
 PAD = "\0"  # index 0 of the vocabulary: lesson 6's padding character
 UNK = "\ufffd"  # index 1 of lesson 7's vocabulary: torchtext's <unk>, for characters seen < min_freq times
 LESSON7_MIN_FREQ = 3
+SPLITS = ("end", "random")
+"""The validation splits of :func:`text_loaders`: lesson 7's last ``valid_pct`` of the text, or lesson 6's random
+``valid_pct`` of the examples (:func:`random_split`)."""
+CV_SEED = 42  # fastai 0.7's get_cv_idxs(n, cv_idx=0, val_pct=0.2, seed=42)
 VOCABS = ("lesson6", "lesson7")
 """The vocabularies :func:`nietzsche_splits` and :func:`nietzsche_loaders` build."""
 
@@ -180,6 +185,19 @@ def split_ids(ids: np.ndarray | str, valid_pct: float = VALID_PCT) -> tuple[np.n
     return ids[:n_train], ids[n_train:]
 
 
+def random_split(n: int, valid_pct: float = VALID_PCT, seed: int = CV_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Lesson 6: ``(train_idx, valid_idx)`` of ``n`` examples, validation = a random ``valid_pct`` of them.
+
+    ``valid_idx`` is fastai 0.7's ``get_cv_idxs(n, val_pct=valid_pct, seed=seed)``: the first
+    ``int(valid_pct·n)`` of ``np.random.seed(seed); np.random.permutation(n)``; training = every other index,
+    in order. Drawn from the whole text, the windows of the two sets overlap when the windows do (the
+    CharLoopModel's): an easier test than lesson 7's held-out end of the text.
+    """
+    perm = np.random.RandomState(seed).permutation(n)
+    n_valid = int(valid_pct * n)
+    return np.sort(perm[n_valid:]), perm[:n_valid]
+
+
 def nietzsche_splits(path: str | os.PathLike | None = None, vocab: str = "lesson6"
                      ) -> tuple[CharVocab, np.ndarray, np.ndarray]:
     """``(vocab, train_ids, valid_ids)`` of the checked text (``path`` as :func:`load_nietzsche`'s).
@@ -281,7 +299,7 @@ def min_chars(kind: str, batch_size: int, bptt: int) -> tuple[int, int]:
 def text_loaders(path: str | os.PathLike | None = None, kind: str = "stateful", batch_size: int = 64, bptt: int = 8,
                  valid_pct: float = VALID_PCT, min_freq: int = 1, lower: bool = False, seed: int = 0,
                  valid_batch_size: int | None = None, text: str | None = None,
-                 vocab: CharVocab | None = None) -> DataLoaders:
+                 vocab: CharVocab | None = None, split: str = "end") -> DataLoaders:
     """Character-level DataLoaders of int32 ids from any UTF-8 text: the file ``path``, or ``text``.
 
     Lesson 7's recipe: train = the first ``1 - valid_pct`` of the characters, validation = the rest
@@ -304,6 +322,9 @@ def text_loaders(path: str | os.PathLike | None = None, kind: str = "stateful", 
         text: the text itself, instead of ``path``.
         vocab: a given :class:`CharVocab` instead of one built on the training part (a trained model's, or
             lesson 6's built on the whole text).
+        split: ``'end'``: validation = the last ``valid_pct`` of the text; ``'random'`` (the window kinds):
+            lesson 6's random ``valid_pct`` of the examples built from the whole text (:func:`random_split`),
+            the vocabulary built on the whole text.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(map(repr, KINDS))}")
@@ -312,6 +333,11 @@ def text_loaders(path: str | os.PathLike | None = None, kind: str = "stateful", 
                          + ("not both" if text is not None else "got neither"))
     if not 0.0 < valid_pct < 1.0:
         raise ValueError(f"valid_pct must be in (0, 1), got {valid_pct}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(map(repr, SPLITS))}")
+    if split == "random" and kind == "stateful":
+        raise ValueError("split='random' draws examples at random, so it cannot keep the streams of kind "
+                         "'stateful' continuous: use split='end'")
     source = "the text" if path is None else f"data file {path}"
     text = read_text_file(path) if text is None else text
     if not text:
@@ -326,7 +352,8 @@ def text_loaders(path: str | os.PathLike | None = None, kind: str = "stateful", 
             f"longer text or a smaller batch_size / bptt")
     if vocab is None:
         try:
-            vocab = CharVocab.from_text(train_text, lower=lower, min_freq=min_freq, unk=True)
+            vocab = CharVocab.from_text(text if split == "random" else train_text, lower=lower, min_freq=min_freq,
+                                        unk=True)
         except ValueError as e:
             raise DataFileError(f"{source}: {e}") from e
     train_ids, valid_ids = vocab.encode(train_text), vocab.encode(valid_text)
@@ -339,8 +366,13 @@ def text_loaders(path: str | os.PathLike | None = None, kind: str = "stateful", 
         build = {"windows": lambda ids: char_windows(ids, bptt),
                  "overlapping": lambda ids: char_windows(ids, bptt, step=1),
                  "sequences": lambda ids: char_sequences(ids, bptt)}[kind]
-        x_valid, y_valid = build(valid_ids)
-        train = ArrayDataset(*build(train_ids), batch_size, shuffle=True, seed=seed, transform=identity)
+        if split == "random":
+            x, y = build(vocab.encode(text))
+            train_idx, valid_idx = random_split(len(x), valid_pct)
+            (x_train, y_train), (x_valid, y_valid) = (x[train_idx], y[train_idx]), (x[valid_idx], y[valid_idx])
+        else:
+            (x_train, y_train), (x_valid, y_valid) = build(train_ids), build(valid_ids)
+        train = ArrayDataset(x_train, y_train, batch_size, shuffle=True, seed=seed, transform=identity)
         valid = ArrayDataset(x_valid, y_valid, min(valid_batch_size or 2 * batch_size, len(x_valid)),
                              transform=identity)
     return DataLoaders(train, valid, info={"vocab": vocab, "kind": kind, "bptt": bptt})
@@ -348,7 +380,8 @@ def text_loaders(path: str | os.PathLike | None = None, kind: str = "stateful", 
 
 def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 8,
                       path: str | os.PathLike | None = None, seed: int = 0,
-                      valid_batch_size: int | None = None, vocab: str = "lesson6") -> DataLoaders:
+                      valid_batch_size: int | None = None, vocab: str = "lesson6", split: str = "end"
+                      ) -> DataLoaders:
     """The Nietzsche train / validation split as :class:`~jaxlearn.data.DataLoaders` of int32 ids: the checked
     lesson file (:func:`load_nietzsche`) through :func:`text_loaders`.
 
@@ -365,13 +398,14 @@ def nietzsche_loaders(kind: str = "stateful", batch_size: int = 64, bptt: int = 
     (default ``2·batch_size``). Ids are not scaled (``transform`` is the identity). ``vocab`` picks the
     vocabulary (:func:`nietzsche_splits`: ``'lesson6'``, 85 tokens, or ``'lesson7'``, 56, lowercased).
     ``dls.info`` holds ``vocab`` (:class:`CharVocab`), ``kind`` and ``bptt``. ``path``: as
-    :func:`load_nietzsche`'s.
+    :func:`load_nietzsche`'s. ``split``: ``'end'`` (lesson 7's last 20% of the text) or ``'random'`` (lesson
+    6's random 20% of the examples, :func:`random_split`; the window kinds only).
     """
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocab {vocab!r}: expected one of {', '.join(map(repr, VOCABS))}")
     text = load_nietzsche(path)
     if vocab == "lesson7":  # CharVocab.lesson7: built on the training part, as text_loaders builds one
         return text_loaders(None, kind, batch_size, bptt, VALID_PCT, LESSON7_MIN_FREQ, lower=True, seed=seed,
-                            valid_batch_size=valid_batch_size, text=text)
+                            valid_batch_size=valid_batch_size, text=text, split=split)
     return text_loaders(None, kind, batch_size, bptt, VALID_PCT, seed=seed, valid_batch_size=valid_batch_size,
-                        text=text, vocab=CharVocab.from_text(text))
+                        text=text, vocab=CharVocab.from_text(text), split=split)
