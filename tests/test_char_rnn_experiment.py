@@ -93,7 +93,7 @@ def test_learner_carries_the_state_from_batch_to_batch(cell):
     assert np.isfinite(learn.evaluate()["loss"])
 
 
-def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path):
+def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path, monkeypatch):
     import importlib.util
     spec = importlib.util.spec_from_file_location("experiment_char_rnn", ROOT / "experiments" / "char_rnn.py")
     char_rnn = importlib.util.module_from_spec(spec)
@@ -105,11 +105,15 @@ def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path):
                                                         "schedule": "4 drop", "lesson_note": "no number"}]))
     # and a row of an earlier --protocol lesson run, which this one adds to
     earlier = {"name": "seq_rnn", "model": "CharSeqRnn", "protocol": "lesson", "valid_loss": 2.0, "split": "random",
-               "schedule": "4 constant + 1 constant @0.0001", "lesson_note": "no number", "notebook_loss": 2.01564,
+               "schedule": "4 constant + 1 constant @0.0001", "lesson_note": "no number", "lesson_loss": None,
+               "notebook_loss": 2.01564,
                "valid_accuracy": 0.4, "epochs": 5, "vocab_size": 85, "vocab": "lesson6", "lr": 1e-3, "l2": 0.0,
                "params": 100, "seconds": 1.0}
     (tmp_path / "lesson").mkdir()
     (tmp_path / "lesson" / "results.json").write_text(json.dumps([earlier]))
+    # the notebook's PyTorch code's result for it (benchmarks/lesson_protocol_torch.py)
+    monkeypatch.setattr(char_rnn, "TORCH_REFERENCE", tmp_path / "torch.json")
+    (tmp_path / "torch.json").write_text(json.dumps({"seq_rnn": {"valid_loss": 1.99}}))
     char_rnn.main(["--protocol", "lesson", "--quick", "--no-progress", "--out", str(tmp_path), "--models", "char3",
                    "--train-batches", "4", "--valid-batches", "2"])
     rows = strict_json(tmp_path / "lesson" / "results.json")
@@ -117,5 +121,5 @@ def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path):
     assert rows[0]["protocol"] == "lesson" and rows[0]["split"] == "random" and rows[0]["init"] == "torch"
     table = (tmp_path / "side_by_side.md").read_text()
     assert "| Char3Model (3 chars → 4th) |" in table and "| 1.9000 (4 drop) |" in table
-    assert ("| CharSeqRnn | no number | 2.0156 | 2.0000 (4 constant + 1 constant @0.0001, random split) | not run |"
-            in table)
+    assert ("| CharSeqRnn | no number | 2.0156 | **2.0000** (4 constant + 1 constant @0.0001, random split) | 1.9900 "
+            "| – | not run |") in table
