@@ -406,7 +406,8 @@ def side_by_side(held_out_dir: Path) -> list[str] | None:
              "same protocol | within ±0.02 of the lesson | jaxlearn's recipe, lesson's split "
              "| held out (split seed 1) | mean predictor |", "|---|---|---|---|---|---|---|---|---|"]
     for r in lesson:
-        mine = next((o for o in ours if (o["dataset"], o["model"]) == (r["dataset"], r["model"])), None)
+        same = [o for o in ours if (o["dataset"], o["model"]) == (r["dataset"], r["model"])]
+        mine = next((o for o in same if o["settings"]["recipe"] == "tuned"), same[0] if same else None)
         reference = torch.get(TORCH_RUNGS.get((r["model"], r["settings"]["recipe"]), ""), {}).get("valid_loss")
         within = "–" if r["lesson_mse"] is None else "yes" if abs(r["valid_mse"] - r["lesson_mse"]) <= 0.02 else "no"
         lines.append(f"| {r['model']} ({r['settings']['recipe']}) | {fmt(r['lesson_mse'], 3)} "
