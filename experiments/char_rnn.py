@@ -10,7 +10,8 @@ characters seen at least 3 times in training, 56 tokens), so each loss compares 
     python experiments/char_rnn.py                       # the default ladder (~14 min on a 2-core CPU)
     python experiments/char_rnn.py --docs                # the same, published to docs/char_rnn/
     python experiments/char_rnn.py --quick               # < 1 min: 1 epoch of 3 rungs (one per kind of data)
-    python experiments/char_rnn.py --models lstm --full  # the lesson's LSTM (512 x 2, 2+15+63 epochs): a GPU
+    python experiments/char_rnn.py --protocol lesson     # each rung as its notebook trains it -> <out>/lesson
+    python experiments/char_rnn.py --models lstm --full  # the lesson's LSTM (512 x 2, 2+15+63 epochs): ~90 min
 
 Writes under ``--out`` (default runs/char_rnn; docs/char_rnn with ``--docs``):
   results.json      one row per model: {model, valid_loss, lesson_loss, epochs, seconds, ...}
@@ -18,6 +19,8 @@ Writes under ``--out`` (default runs/char_rnn; docs/char_rnn with ``--docs``):
   diagnostics.json  per stateful cell (RNN, GRU, LSTM): ‖∂L/∂h_t‖ over the bptt window and gate saturation,
                     at init and trained
   grad_norms.png, gate_saturation.png, README.md
+  side_by_side.md   (in the held-out folder) the lesson's figure, the lesson protocol's loss, PyTorch's under the
+                    same protocol (benchmarks/results/lesson_protocol_torch.json) and the held-out one, rung by rung
 The text comes from $JAXLEARN_NIETZSCHE_PATH (or is downloaded once). A loss that turns NaN stops the run with
 exit status 2 and no results.
 """

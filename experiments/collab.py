@@ -3,6 +3,7 @@
     python experiments/collab.py                 # full: both datasets, every model, the wd-vs-L2 grid
     python experiments/collab.py --docs          # the same, published to docs/collab/
     python experiments/collab.py --quick         # < 1 min: 1 epoch at bs 1024, two strengths in the grid
+    python experiments/collab.py --protocol lesson   # lesson 5's models as its notebook trains them -> <out>/lesson
 
 Lesson 5 trains on the ratings alone (user, movie → rating) and validates on a seeded random 20% of the
 ratings (the notebook's ``get_cv_idxs``, seed 42, whatever ``--seed`` says: ``--seed`` seeds the init,
@@ -27,6 +28,7 @@ Writes under ``--out`` (default runs/collab; docs/collab with ``--docs``):
   lr_find.png      the LR range test of the tuned EmbeddingDotBias (ml-latest-small)
   movie_bias.png   its movie biases: best and worst among the most-rated movies (lesson 6)
   movie_pca.png    the first two principal components of its movie factors, with titles (lesson 6)
+  side_by_side.md  lesson 5's figures, its recipes under its protocol (and PyTorch's), jaxlearn's, held out
 Ratings come from $JAXLEARN_MOVIELENS_DIR (ml-latest-small/ and ml-100k/). A run whose loss turns NaN
 stops with exit status 2 and no results.
 """
