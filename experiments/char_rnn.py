@@ -529,6 +529,8 @@ def write_side_by_side(out: Path, args: argparse.Namespace) -> None:
 
 def write_lesson_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]], command: str,
                         total_seconds: float) -> None:
+    flax_rows = [r["model"] for r in rows if r.get("init", "flax") == "flax"]  # runs made before the protocol drew them
+    flax_note = f"; the recorded runs of {', '.join(flax_rows)} had flax's" if flax_rows else ""
     lines = [
         "# Character models of Nietzsche under the lessons' own protocol",
         "",
@@ -539,7 +541,7 @@ def write_lesson_readme(out: Path, rows: list[dict], samples: dict[str, dict[str
         f"but the LSTM's L2 1e-5 (`LayerOptimizer(Adam, m, 1e-2, 1e-5)`); the LSTM's CosAnneal holds lr/100 for "
         f"the first 1/20 of each fit's first cycle, as fastai 0.7's. Init *torch*: the parameters drawn as "
         f"PyTorch's defaults draw them (`jaxlearn.nn.torch_init.torch_reinit`: flax's LeCun-normal kernels are √3 "
-        f"times wider and cost the CharLoopModels 0.08–0.2 nats here); the LSTM's recorded run had flax's. Split: "
+        f"times wider and cost the CharLoopModels 0.08–0.2 nats here){flax_note}. Split: "
         f"*random* = lesson "
         f"6's `get_cv_idxs`, 20% of the examples at random (seed 42) drawn from the whole text, so the "
         f"CharLoopModel's overlapping validation windows share 7 of their 8 characters with training windows; "
