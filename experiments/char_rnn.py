@@ -297,7 +297,7 @@ def train(rung: Rung, dls: DataLoaders, args: argparse.Namespace) -> tuple[Learn
            "epochs": epochs, "seconds": round(seconds, 1), "lesson_note": rung.lesson_note,
            "valid_accuracy": valid["accuracy"], "init_valid_loss": init_loss, "lr": lr,
            "weight_decay": rung.weight_decay, "l2": rung.l2, "bptt": rung.bptt, "vocab": rung.vocab,
-           "init": "torch" if rung.torch_init else "flax",
+           "init": "torch" if rung.torch_init else "flax", "seed": args.seed,
            "vocab_size": len(dls.info["vocab"]),
            "schedule": " + ".join(f"{p.epochs} {p.schedule}" + (f" @{p.lr:g}" if p.lr else "") for p in phases),
            "batch_size": rung.batch_size,
@@ -363,7 +363,8 @@ def write_readme(out: Path, rows: list[dict], samples: dict[str, dict[str, str]]
     command = "python experiments/char_rnn.py" + (" --docs" if args.docs else f" --out {args.out}") + \
         (" --quick" if args.quick else f" --epochs {args.epochs}" if args.epochs else "") + \
         (" --full" if args.full else " --protocol lesson" if args.protocol == "lesson" else "") + \
-        (f" --models {' '.join(args.models)}" if list(args.models) != list(NAMES) else "")
+        (f" --models {' '.join(args.models)}" if list(args.models) != list(NAMES) else "") + \
+        (f" --seed {args.seed}" if args.seed else "")
     if args.protocol == "lesson":
         return write_lesson_readme(out, rows, samples, command, total_seconds)
     lines = [
@@ -446,10 +447,24 @@ def gathered(out: Path, args: argparse.Namespace) -> tuple[list[dict], dict, dic
     return rows, *extra
 
 
+def seed_of(row: dict) -> int:
+    """The seed a row was trained with (rows recorded before the rows named it: the default, 0)."""
+    return row.get("seed", 0)
+
+
 def merged(earlier: list[dict], rows: list[dict]) -> list[dict]:
-    """``earlier`` with the rungs of ``rows`` replaced or added, in the ladder's order."""
-    by_name = {r["name"]: r for r in earlier} | {r["name"]: r for r in rows}
-    return [by_name[n] for n in NAMES if n in by_name]
+    """``earlier`` with the rungs of ``rows`` replaced or added (one row per rung and seed), in the ladder's order,
+    each rung's seeds in ascending order."""
+    by_key = {(r["name"], seed_of(r)): r for r in earlier} | {(r["name"], seed_of(r)): r for r in rows}
+    return [by_key[k] for k in sorted(by_key, key=lambda k: (NAMES.index(k[0]), k[1]))]
+
+
+def by_seed(rows: list[dict]) -> dict[str, list[dict]]:
+    """Each rung's rows, its lowest seed first (a rung run with several seeds, ``--seed``)."""
+    grouped: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=seed_of):
+        grouped.setdefault(r["name"], []).append(r)
+    return grouped
 
 
 def torch_reference() -> dict[str, dict]:
@@ -477,20 +492,26 @@ def side_by_side(held_out_dir: Path) -> str | None:
     paths = held_out_dir / "results.json", held_out_dir / "lesson" / "results.json"
     if not all(p.is_file() for p in paths):
         return None
-    held_out, lesson = ({r["name"]: r for r in json.loads(p.read_text())} for p in paths)
+    held_out = {r["name"]: r for r in json.loads(paths[0].read_text())}
+    lesson = by_seed(json.loads(paths[1].read_text()))
     torch = torch_reference()
     lines = ["| rung | lesson | the notebook printed | jaxlearn, lesson protocol | PyTorch, the notebook's code, "
              "same protocol | within the lesson's ± | held out (this ladder) |", "|---|---|---|---|---|---|---|"]
     for name in NAMES:
-        h, l_ = held_out.get(name), lesson.get(name)
+        h, seeds = held_out.get(name), lesson.get(name, [])
+        l_ = seeds[0] if seeds else None
         if h is None and l_ is None:
             continue
         first = l_ or h
+        losses = [r["valid_loss"] for r in seeds]
         printed = fmt(first.get("notebook_loss")) if l_ else ""
         fits = after_each_fit(l_) if l_ else []
         protocol = (f"**{l_['valid_loss']:.4f}** ({l_['schedule']}, {l_['split']} split"
                     + (f"; after each fit {' → '.join(f'{v:.4f}' for v in fits)}" if len(fits) > 1 else "") + ")"
                     if l_ else "not run")
+        if len(seeds) > 1:  # the verdict then takes the seeds' mean: one run of a rung varies by seed
+            protocol += (f"; seeds {', '.join(str(seed_of(r)) for r in seeds)}: "
+                         f"{', '.join(f'{v:.4f}' for v in losses)}, mean {np.mean(losses):.4f}")
         reference = fmt(torch[name]["valid_loss"]) if name in torch else "–"
         partial = torch.get(f"{name}_2_15")  # only the LSTM's first two fits: its 80 epochs take hours
         if name not in torch and partial and len(fits) > 1:
@@ -498,7 +519,9 @@ def side_by_side(held_out_dir: Path) -> str | None:
         verdict = "–"
         if l_ and first["lesson_loss"] is not None:
             tol = tolerance(first["lesson_note"])
-            verdict = f"{'yes' if abs(l_['valid_loss'] - first['lesson_loss']) <= tol else 'no'} (±{tol:g})"
+            met = abs(np.mean(losses) - first["lesson_loss"]) <= tol
+            verdict = f"{'yes' if met else 'no'} (±{tol:g}" + (f", mean of {len(seeds)} seeds)" if len(seeds) > 1
+                                                                else ")")
             early = [k for k, v in enumerate(fits[:-1]) if abs(v - first["lesson_loss"]) <= tol]
             if verdict.startswith("no") and early:  # the lesson printed its figure after an earlier fit
                 verdict += f"; after fit {early[0] + 1} ({fits[early[0]]:.4f}): yes"
@@ -550,18 +573,19 @@ def write_lesson_readme(out: Path, rows: list[dict], samples: dict[str, dict[str
         f"into validation (here it restarts at zero every epoch). The same ladder held out: "
         f"[../README.md](../README.md); side by side: [../side_by_side.md](../side_by_side.md).",
         "",
-        "| model | valid loss | lesson | the notebook printed | split | init | accuracy | epochs (schedule) | vocab "
-        "| lr | L2 | params | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | valid loss | seed | lesson | the notebook printed | split | init | accuracy | epochs (schedule) "
+        "| vocab | lr | L2 | params | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['model']} | {fmt(r['valid_loss'])} | {r['lesson_note']} | {fmt(r.get('notebook_loss'))} "
+        lines.append(f"| {r['model']} | {fmt(r['valid_loss'])} | {seed_of(r)} | {r['lesson_note']} "
+                     f"| {fmt(r.get('notebook_loss'))} "
                      f"| {r['split']} | {r.get('init', 'flax')} | {r['valid_accuracy']:.3f} "
                      f"| {r['epochs']} ({r['schedule']}) "
                      f"| {r['vocab_size']} | {r['lr']:g} | {r['l2']:g} | {r['params']:,} | {r['seconds']:.0f} |")
     lines += ["", "## Samples", "",
               f"{SAMPLE_CHARS} characters after `{PREFIX}`, temperature {TEMPERATURE} unless said.", ""]
-    for r in rows:
+    for r in (seeds[0] for seeds in by_seed(rows).values()):  # the samples are the lowest seed's
         for t, s in samples.get(r["name"], {}).items():
             prefix = PREFIX.lower() if r["vocab"] == "lesson7" else PREFIX
             lines += [f"**{r['model']}**, temperature {t}:", "", "```", prefix + s, "```", ""]
@@ -581,8 +605,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dls = loaders(rung, args)
         learn, row = train(rung, dls, args)
         rows.append(row)
-        samples[rung.name] = samples_of(rung, learn, dls.info["vocab"], args.seed)
-        if rung.name in DIAGNOSED:
+        if args.seed == 0 or rung.name not in samples:  # another seed's run adds its row beside seed 0's only
+            samples[rung.name] = samples_of(rung, learn, dls.info["vocab"], args.seed)
+        if rung.name in DIAGNOSED and (args.seed == 0 or DIAGNOSED[rung.name] not in diagnostics):
             init_params = learn.model.init(jax.random.key(args.seed), dls.train.x[:2])["params"]  # a fresh init
             diagnostics[DIAGNOSED[rung.name]] = {
                 when: text.carried_diagnostics(learn.model, params, dls.valid, DIAG_BATCHES, DIAG_WARMUP)

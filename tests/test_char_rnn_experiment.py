@@ -93,12 +93,17 @@ def test_learner_carries_the_state_from_batch_to_batch(cell):
     assert np.isfinite(learn.evaluate()["loss"])
 
 
-def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path, monkeypatch):
+def load_char_rnn_experiment():
     import importlib.util
     spec = importlib.util.spec_from_file_location("experiment_char_rnn", ROOT / "experiments" / "char_rnn.py")
     char_rnn = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = char_rnn  # dataclasses look their module up there
     spec.loader.exec_module(char_rnn)
+    return char_rnn
+
+
+def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path, monkeypatch):
+    char_rnn = load_char_rnn_experiment()
     assert char_rnn.parse_args(["--full", "--out", str(tmp_path)]).protocol == "lesson"
     # a row of the default ladder, held out
     (tmp_path / "results.json").write_text(json.dumps([{"name": "char3", "model": "Char3Model", "valid_loss": 1.9,
@@ -109,17 +114,35 @@ def test_lesson_protocol_gathers_its_rungs_beside_the_held_out_ones(tmp_path, mo
                "notebook_loss": 2.01564,
                "valid_accuracy": 0.4, "epochs": 5, "vocab_size": 85, "vocab": "lesson6", "lr": 1e-3, "l2": 0.0,
                "params": 100, "seconds": 1.0}
+    other_seed = {**earlier, "valid_loss": 2.2, "seed": 1}  # the same rung run again with --seed 1
     (tmp_path / "lesson").mkdir()
-    (tmp_path / "lesson" / "results.json").write_text(json.dumps([earlier]))
+    (tmp_path / "lesson" / "results.json").write_text(json.dumps([other_seed, earlier]))
     # the notebook's PyTorch code's result for it (benchmarks/lesson_protocol_torch.py)
     monkeypatch.setattr(char_rnn, "TORCH_REFERENCE", tmp_path / "torch.json")
     (tmp_path / "torch.json").write_text(json.dumps({"seq_rnn": {"valid_loss": 1.99}}))
     char_rnn.main(["--protocol", "lesson", "--quick", "--no-progress", "--out", str(tmp_path), "--models", "char3",
                    "--train-batches", "4", "--valid-batches", "2"])
     rows = strict_json(tmp_path / "lesson" / "results.json")
-    assert [r["name"] for r in rows] == ["char3", "seq_rnn"] and rows[1] == earlier  # in the ladder's order
+    # in the ladder's order, each rung's seeds ascending
+    assert [r["name"] for r in rows] == ["char3", "seq_rnn", "seq_rnn"] and rows[1:] == [earlier, other_seed]
     assert rows[0]["protocol"] == "lesson" and rows[0]["split"] == "random" and rows[0]["init"] == "torch"
+    assert rows[0]["seed"] == 0
     table = (tmp_path / "side_by_side.md").read_text()
     assert "| Char3Model (3 chars → 4th) |" in table and "| 1.9000 (4 drop) |" in table
-    assert ("| CharSeqRnn | no number | 2.0156 | **2.0000** (4 constant + 1 constant @0.0001, random split) | 1.9900 "
-            "| – | not run |") in table
+    assert ("| CharSeqRnn | no number | 2.0156 | **2.0000** (4 constant + 1 constant @0.0001, random split); seeds "
+            "0, 1: 2.0000, 2.2000, mean 2.1000 | 1.9900 | – | not run |") in table
+
+
+def test_side_by_side_judges_a_rung_run_with_several_seeds_on_their_mean(tmp_path, monkeypatch):
+    char_rnn = load_char_rnn_experiment()
+    monkeypatch.setattr(char_rnn, "TORCH_REFERENCE", tmp_path / "none.json")
+    row = {"name": "gru", "model": "GRU", "protocol": "lesson", "split": "end", "lesson_loss": 1.40,
+           "lesson_note": "1.40", "schedule": "9 constant", "history": []}
+    (tmp_path / "lesson").mkdir()
+    (tmp_path / "results.json").write_text(json.dumps([{**row, "valid_loss": 1.45}]))
+    lesson = tmp_path / "lesson" / "results.json"
+    lesson.write_text(json.dumps([{**row, "valid_loss": 1.43}]))
+    assert "| no (±0.02) |" in char_rnn.side_by_side(tmp_path)  # 0.03 from the lesson's 1.40
+    lesson.write_text(json.dumps([{**row, "valid_loss": 1.43}, {**row, "valid_loss": 1.39, "seed": 2}]))
+    assert ("**1.4300** (9 constant, end split); seeds 0, 2: 1.4300, 1.3900, mean 1.4100 | – "
+            "| yes (±0.02, mean of 2 seeds) |") in char_rnn.side_by_side(tmp_path)
