@@ -12,8 +12,8 @@ PyTorch's default inits, ``torch.optim.Adam`` / ``SGD(momentum=0.9, weight_decay
 every batch, epoch and validation pass as the notebook's ``self.h``), ``set_lrs`` between fits, fastai 0.7's
 ``CosAnneal`` for the fastai EmbeddingDotBias. Validation loss = the batch-size-weighted mean, as fastai's.
 Writes ``benchmarks/results/lesson_protocol_torch.json`` (one row per rung, merged with earlier runs').
-The LSTM rungs (``lstm``: all 80 epochs, ``lstm_2_15``: the first 17, ``lstm_2``: the first fit's 2) are not in
-the default list: the notebook's LSTM takes ~50 s an epoch on a 2-core CPU (~70 min for the 80).
+The LSTM rungs (``lstm``: all 80 epochs, ``lstm_2_15``: the first 17) are not in the default list: the notebook's
+LSTM takes ~50 s an epoch on a 2-core CPU (~70 min for the 80).
 """
 
 from __future__ import annotations
@@ -304,7 +304,6 @@ RUNGS: dict[str, Callable[[np.random.Generator], float]] = {
     "gru": lesson6(lambda v: CharSeqStatefulRnn(v, "gru"), "stateful", ((6, 1e-3), (3, 1e-4)), "lesson7"),
     "lstm": lstm(3),
     "lstm_2_15": lstm(2),  # the first two fits, 17 epochs: the lecture's "1.31" before the long fit
-    "lstm_2": lstm(1),  # the first fit: 2 epochs at 1e-2
     "collab_dot": collab(EmbeddingDot, "sgd", 1e-5, ((3, 0.1), (3, 0.01))),
     "collab_dot_bias_hand": collab(lambda u, m: EmbeddingDotBias(u, m, 0.01), "sgd", 2e-4, ((3, 0.1),)),
     "collab_dot_bias_fastai": collab(lambda u, m: EmbeddingDotBias(u, m, 0.05), "adam", 2e-4, ((3, 1e-2),),
